@@ -1,0 +1,276 @@
+//! The broker configuration: one TOML file, every key defaulted, unknown keys rejected.
+//! The documented default (configs/tern.toml) is embedded in the binary.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::topics::{ConfigError, Defaults};
+
+/// The documented default configuration, as shipped in configs/tern.toml.
+pub const DEFAULT_TOML: &str = include_str!("../configs/tern.toml");
+
+#[derive(Debug, Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config{}: {message}", .path.as_ref().map(|p| format!(" in {p}")).unwrap_or_default())]
+    Parse {
+        path: Option<String>,
+        message: String,
+    },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("invalid [topic_defaults] entry: {0}")]
+    TopicDefault(#[from] ConfigError),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub broker: BrokerSection,
+    pub kafka: KafkaSection,
+    pub http: HttpSection,
+    pub storage: StorageSection,
+    pub topic_defaults: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    pub cluster_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    pub listen: String,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub max_request_bytes: u32,
+    pub max_connections: usize,
+    pub max_in_flight_requests: usize,
+    pub max_fetch_bytes: u32,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub max_bytes: u64,
+    pub flush_linger_ms: u64,
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker: BrokerSection::default(),
+            kafka: KafkaSection::default(),
+            http: HttpSection::default(),
+            storage: StorageSection::default(),
+            topic_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            node_id: 0,
+            data_dir: PathBuf::from("./data"),
+            cluster_id: "tern".to_string(),
+        }
+    }
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            listen: "127.0.0.1:9092".to_string(),
+            advertised_host: String::new(),
+            advertised_port: 0,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 1024,
+            max_in_flight_requests: 64,
+            max_fetch_bytes: 50 * 1024 * 1024,
+            auto_create_topics: true,
+            default_partitions: 1,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: "127.0.0.1:9644".to_string(),
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            max_bytes: 0,
+            flush_linger_ms: 0,
+            retention_check_interval_ms: 30_000,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text. `path` only improves error messages.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigFileError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigFileError::Parse {
+            path: path.map(|p| p.display().to_string()),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Result<Config, ConfigFileError> {
+        Config::parse(DEFAULT_TOML, None)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    fn validate(&self) -> Result<(), ConfigFileError> {
+        let invalid = |key: &str, reason: &str| ConfigFileError::Invalid {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        self.kafka_listen()
+            .map_err(|e| invalid("kafka.listen", &e))?;
+        self.http_listen().map_err(|e| invalid("http.listen", &e))?;
+        if self.broker.node_id < 0 {
+            return Err(invalid("broker.node_id", "must be >= 0"));
+        }
+        if self.kafka.max_request_bytes < 1024 {
+            return Err(invalid("kafka.max_request_bytes", "must be >= 1024"));
+        }
+        if self.kafka.max_connections == 0 {
+            return Err(invalid("kafka.max_connections", "must be >= 1"));
+        }
+        if self.kafka.max_in_flight_requests == 0 {
+            return Err(invalid("kafka.max_in_flight_requests", "must be >= 1"));
+        }
+        if !(1..=crate::topics::MAX_PARTITIONS).contains(&self.kafka.default_partitions) {
+            return Err(invalid(
+                "kafka.default_partitions",
+                "must be between 1 and 1024",
+            ));
+        }
+        if self.storage.retention_check_interval_ms == 0 {
+            return Err(invalid(
+                "storage.retention_check_interval_ms",
+                "must be >= 1",
+            ));
+        }
+        self.topic_defaults()?;
+        Ok(())
+    }
+
+    pub fn kafka_listen(&self) -> Result<SocketAddr, String> {
+        self.kafka
+            .listen
+            .parse()
+            .map_err(|e| format!("`{}` is not an address:port ({e})", self.kafka.listen))
+    }
+
+    pub fn http_listen(&self) -> Result<SocketAddr, String> {
+        self.http
+            .listen
+            .parse()
+            .map_err(|e| format!("`{}` is not an address:port ({e})", self.http.listen))
+    }
+
+    /// `[topic_defaults]` as validated Kafka topic configs.
+    pub fn topic_defaults(&self) -> Result<Defaults, ConfigFileError> {
+        let mut pairs = BTreeMap::new();
+        for (key, value) in &self.topic_defaults {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigFileError::Invalid {
+                        key: format!("topic_defaults.\"{key}\""),
+                        reason: format!(
+                            "expected a string or an integer, found {}",
+                            other.type_str()
+                        ),
+                    })
+                }
+            };
+            pairs.insert(key.clone(), text);
+        }
+        Ok(Defaults::new(pairs)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_valid_and_matches_the_code_defaults() {
+        let config = Config::embedded_default().expect("embedded default parses");
+        let code = Config::default();
+        assert_eq!(config.kafka.listen, code.kafka.listen);
+        assert_eq!(config.http.listen, code.http.listen);
+        assert_eq!(config.kafka.max_request_bytes, code.kafka.max_request_bytes);
+        assert_eq!(config.broker.data_dir, code.broker.data_dir);
+    }
+
+    #[test]
+    fn an_empty_file_gets_every_default() {
+        let config = Config::parse("", None).expect("empty is valid");
+        assert_eq!(config.kafka.listen, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[kafka]\nlisten_addr = \"x\"\n", None).expect_err("unknown key");
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        let err = Config::parse("[brokr]\n", None).expect_err("unknown section");
+        assert!(err.to_string().contains("brokr"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::parse("[kafka]\nlisten = \"nope\"\n", None).expect_err("bad address");
+        assert!(err.to_string().contains("kafka.listen"), "{err}");
+        let err = Config::parse("[topic_defaults]\n\"retention.ms\" = \"soon\"\n", None)
+            .expect_err("bad value");
+        assert!(err.to_string().contains("retention.ms"), "{err}");
+        let err = Config::parse("[topic_defaults]\n\"retention.msec\" = 1\n", None)
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("retention.msec"), "{err}");
+        let err = Config::parse("[kafka]\nmax_connections = -1\n", None).expect_err("negative");
+        assert!(err.to_string().contains("max_connections"), "{err}");
+    }
+}

@@ -1,0 +1,21 @@
+//! DescribeCluster: one broker, which is also the controller.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterResponse};
+
+use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED};
+use crate::broker::Broker;
+
+pub fn handle(broker: &Arc<Broker>) -> DescribeClusterResponse {
+    let (host, port) = broker.advertised();
+    DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(&broker.config.broker.cluster_id))
+        .with_controller_id(BrokerId(broker.node_id()))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.node_id()))
+            .with_host(str_bytes(host))
+            .with_port(port)])
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,187 @@
+//! Kafka APIs: the versions tern advertises and one handler file per API. Handlers decode
+//! nothing themselves (the `kafka-protocol` crate does) and call into topics and logs.
+//!
+//! A handler returns a [`Reply`]: a response ready now, one that completes later (produce
+//! waiting for fsync, fetch long-polling), or nothing (acks=0). Work that must happen in
+//! request order (appends) is done before the handler returns.
+
+mod alter_configs;
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{self as m, ApiKey};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::broker::Broker;
+
+pub use api_versions::unsupported_version_response;
+
+/// API versions tern handles, and therefore advertises. Non-flexible versions stay
+/// supported for clients such as KafkaJS that never use flexible ones; versions that need
+/// topic ids in requests (Fetch 13+, Produce 13) are left out on purpose.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Encoded response body (without the response header).
+pub type Body = Result<BytesMut, String>;
+
+pub enum Reply {
+    Now(Body),
+    Later(Pin<Box<dyn Future<Output = Body> + Send>>),
+    /// acks=0 produce: the client expects no response at all.
+    Nothing,
+}
+
+impl Reply {
+    fn now<T: Encodable>(message: T, version: i16) -> Reply {
+        Reply::Now(encode(&message, version))
+    }
+
+    fn later<T, F>(version: i16, future: F) -> Reply
+    where
+        T: Encodable,
+        F: Future<Output = T> + Send + 'static,
+    {
+        Reply::Later(Box::pin(async move { encode(&future.await, version) }))
+    }
+}
+
+pub fn encode<T: Encodable>(message: &T, version: i16) -> Body {
+    let mut buf = BytesMut::new();
+    message
+        .encode(&mut buf, version)
+        .map_err(|e| format!("cannot encode response: {e:#}"))?;
+    Ok(buf)
+}
+
+/// Why a request could not be handled at all (the connection is then closed, as Kafka does).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T, RequestError> {
+    crate::kafka::decode_guard::decode(body, version).map_err(|reason| RequestError::Malformed {
+        api,
+        version,
+        reason,
+    })
+}
+
+/// Decodes and handles one request whose version is known to be supported.
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    api: ApiKey,
+    version: i16,
+    body: &mut Bytes,
+) -> Result<Reply, RequestError> {
+    Ok(match api {
+        ApiKey::ApiVersions => {
+            let _: m::ApiVersionsRequest = decode(api, version, body)?;
+            Reply::now(api_versions::response(), version)
+        }
+        ApiKey::Metadata => Reply::now(
+            metadata::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::Produce => produce::handle(broker, decode(api, version, body)?, version),
+        ApiKey::Fetch => fetch::handle(broker, decode(api, version, body)?, version),
+        ApiKey::ListOffsets => Reply::now(
+            list_offsets::handle(broker, decode(api, version, body)?),
+            version,
+        ),
+        ApiKey::CreateTopics => Reply::now(
+            create_topics::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::DeleteTopics => Reply::now(
+            delete_topics::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::CreatePartitions => Reply::now(
+            create_partitions::handle(broker, decode(api, version, body)?),
+            version,
+        ),
+        ApiKey::DescribeConfigs => Reply::now(
+            describe_configs::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::AlterConfigs => Reply::now(
+            alter_configs::alter(broker, decode(api, version, body)?),
+            version,
+        ),
+        ApiKey::IncrementalAlterConfigs => Reply::now(
+            alter_configs::incremental(broker, decode(api, version, body)?),
+            version,
+        ),
+        ApiKey::DeleteRecords => Reply::now(
+            delete_records::handle(broker, decode(api, version, body)?),
+            version,
+        ),
+        ApiKey::DescribeCluster => {
+            let _: m::DescribeClusterRequest = decode(api, version, body)?;
+            Reply::now(describe_cluster::handle(broker), version)
+        }
+        other => {
+            return Err(RequestError::Malformed {
+                api: other,
+                version,
+                reason: "API not supported by tern".to_string(),
+            })
+        }
+    })
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn topic_name(s: &str) -> m::TopicName {
+    m::TopicName(str_bytes(s))
+}
+
+/// Kafka's "authorized operations not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// DescribeConfigs / AlterConfigs resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;

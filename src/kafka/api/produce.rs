@@ -1,0 +1,174 @@
+//! Produce: validate and append each partition's batches in request order, then answer
+//! once group commit has fsynced them (acks=1/all), or not at all (acks=0).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use tracing::warn;
+
+use super::{str_bytes, Reply};
+use crate::broker::Broker;
+use crate::kafka::errors::{log_error_code, topic_error_code};
+use crate::log::{self, batch, LogError, Partition};
+
+/// A partition whose append must become durable before the response goes out.
+struct PendingAck {
+    topic: usize,
+    partition: usize,
+    log: Arc<Partition>,
+    upto: i64,
+}
+
+fn partition_error(
+    index: i32,
+    code: ResponseError,
+    message: Option<String>,
+) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(|m| str_bytes(&m)))
+}
+
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
+    let acks = request.acks;
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending = Vec::new();
+    let reject_all = if request.transactional_id.is_some() {
+        Some((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by tern",
+        ))
+    } else if !matches!(acks, -1..=1) {
+        Some((
+            ResponseError::InvalidRequiredAcks,
+            "acks must be -1, 0 or 1",
+        ))
+    } else {
+        None
+    };
+    let now = log::now_ms();
+    for (t, topic_data) in request.topic_data.iter().enumerate() {
+        let name = topic_data.name.0.to_string();
+        let topic = if reject_all.is_some() {
+            Ok(None)
+        } else {
+            broker.topic_or_auto_create(&name)
+        };
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for (p, data) in topic_data.partition_data.iter().enumerate() {
+            let response = match (&reject_all, &topic) {
+                (Some((code, why)), _) => partition_error(data.index, *code, Some(why.to_string())),
+                (None, Err(e)) => {
+                    partition_error(data.index, topic_error_code(e), Some(e.to_string()))
+                }
+                (None, Ok(None)) => {
+                    partition_error(data.index, ResponseError::UnknownTopicOrPartition, None)
+                }
+                (None, Ok(Some(topic))) => match topic.partition(data.index) {
+                    None => {
+                        partition_error(data.index, ResponseError::UnknownTopicOrPartition, None)
+                    }
+                    Some(log) => {
+                        let records = data.records.as_deref().unwrap_or(&[]);
+                        match append(broker, &name, &log, records, now) {
+                            Ok((base_offset, upto, log_start)) => {
+                                pending.push(PendingAck {
+                                    topic: t,
+                                    partition: p,
+                                    log,
+                                    upto,
+                                });
+                                PartitionProduceResponse::default()
+                                    .with_index(data.index)
+                                    .with_base_offset(base_offset)
+                                    .with_log_append_time_ms(-1)
+                                    .with_log_start_offset(log_start)
+                            }
+                            Err(e) => {
+                                if e.is_disk_full() {
+                                    warn!(topic = %name, partition = data.index, error = %e, "produce refused: disk full");
+                                }
+                                partition_error(data.index, log_error_code(&e), Some(e.to_string()))
+                            }
+                        }
+                    }
+                },
+            };
+            partitions.push(response);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name.clone())
+                .with_partition_responses(partitions),
+        );
+    }
+    let mut response = ProduceResponse::default().with_responses(responses);
+    fit_to_version(&mut response, version);
+    let group_commit = broker.group_commit.clone();
+    if acks == 0 {
+        // No response and no promise, but the data must still become visible to consumers.
+        tokio::spawn(async move {
+            for ack in pending {
+                group_commit.request_sync(ack.log, ack.upto).await;
+            }
+        });
+        return Reply::Nothing;
+    }
+    Reply::later(version, async move {
+        for ack in pending {
+            if let Err(e) = group_commit
+                .wait_durable(Arc::clone(&ack.log), ack.upto)
+                .await
+            {
+                let slot = &mut response.responses[ack.topic].partition_responses[ack.partition];
+                *slot = partition_error(slot.index, log_error_code(&e), Some(e.to_string()));
+            }
+        }
+        fit_to_version(&mut response, version);
+        response
+    })
+}
+
+/// Appends the batches of one partition; returns (base offset, end offset, log start).
+fn append(
+    broker: &Broker,
+    topic: &str,
+    log: &Partition,
+    records: &[u8],
+    now: i64,
+) -> Result<(i64, i64, i64), LogError> {
+    let batches = batch::split_batches(records)?;
+    if batches.is_empty() {
+        return Err(LogError::Corrupt(batch::BatchError::Truncated {
+            have: 0,
+            need: batch::HEADER_LEN,
+        }));
+    }
+    // Appends do file I/O and lz4 under a std mutex: let the runtime move other tasks away.
+    let info = tokio::task::block_in_place(|| log.lock().append(&batches, now))?;
+    broker
+        .metrics
+        .record_produce(topic, info.records, info.stored_bytes);
+    let log_start = log.lock().log_start_offset();
+    Ok((info.base_offset, info.last_offset + 1, log_start))
+}
+
+/// Clears the fields that `version` does not have (encoding refuses non-default values).
+fn fit_to_version(response: &mut ProduceResponse, version: i16) {
+    for topic in &mut response.responses {
+        for p in &mut topic.partition_responses {
+            if version < 5 {
+                p.log_start_offset = -1;
+            }
+            if version < 8 {
+                p.error_message = None;
+            }
+        }
+    }
+}

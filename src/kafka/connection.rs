@@ -1,0 +1,257 @@
+//! One client connection: read size-prefixed frames, dispatch them in order, and write
+//! the responses in request order even when later requests finish first.
+//!
+//! The reader runs each request's ordered part (appends) before reading the next frame;
+//! the parts that wait (durability, long polls) run as tasks whose results a writer task
+//! sends back in order. At most `max_in_flight_requests` wait at once: beyond that the
+//! reader stops reading, which pushes back on the client through TCP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::Encodable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::api::{self, Reply};
+use super::decode_guard;
+use crate::broker::Broker;
+
+/// Smallest valid request: api key, api version, correlation id.
+const MIN_REQUEST_BYTES: usize = 8;
+
+/// Why a connection was closed on us.
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("this is a TLS handshake, but the Kafka listener speaks plaintext")]
+    Tls,
+    #[error("this is an HTTP request; HTTP is served on the http.listen port")]
+    Http,
+    #[error("request size {0} is outside 8..={1} bytes (kafka.max_request_bytes)")]
+    BadSize(i64, u32),
+    #[error("connection closed in the middle of a request")]
+    Truncated,
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A response on its way out, in request order.
+enum Outgoing {
+    Ready {
+        header: BytesMut,
+        body: api::Body,
+    },
+    Waiting {
+        header: BytesMut,
+        task: JoinHandle<api::Body>,
+    },
+}
+
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let span = tracing::info_span!("kafka_connection", %peer);
+    async move {
+        broker.metrics.connections.inc();
+        let (reader, writer) = stream.into_split();
+        let (tx, rx) = mpsc::channel(broker.config.kafka.max_in_flight_requests);
+        let writer_task = tokio::spawn(write_responses(writer, rx).in_current_span());
+        let outcome = read_requests(&broker, reader, tx, &shutdown).await;
+        match outcome {
+            Ok(()) => debug!("client closed the connection"),
+            Err(why) => {
+                broker.metrics.bad_requests.inc();
+                warn!(reason = %why, "closing connection");
+            }
+        }
+        // In-flight requests still get their responses (graceful shutdown included).
+        let _ = writer_task.await;
+        broker.metrics.connections.dec();
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<Option<Bytes>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    if prefix[0] == 0x16 && prefix[1] == 0x03 {
+        return Err(FrameError::Tls);
+    }
+    if matches!(
+        &prefix,
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"OPTI" | b"PRI "
+    ) {
+        return Err(FrameError::Http);
+    }
+    let size = i32::from_be_bytes(prefix) as i64;
+    if size < MIN_REQUEST_BYTES as i64 || size > max as i64 {
+        return Err(FrameError::BadSize(size, max));
+    }
+    // Grow with what actually arrives rather than trusting the prefix up front.
+    let mut body = Vec::with_capacity((size as usize).min(64 * 1024));
+    let read = reader.take(size as u64).read_to_end(&mut body).await?;
+    if read != size as usize {
+        return Err(FrameError::Truncated);
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+async fn read_requests(
+    broker: &Arc<Broker>,
+    mut reader: OwnedReadHalf,
+    tx: mpsc::Sender<Outgoing>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let max = broker.config.kafka.max_request_bytes;
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            frame = read_frame(&mut reader, max) => frame.map_err(|e| e.to_string())?,
+        };
+        let Some(mut frame) = frame else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let api = ApiKey::try_from(api_key).map_err(|_| format!("unknown API key {api_key}"))?;
+        let Some((min, max_version)) = api::supported_versions(api) else {
+            return Err(format!("{api:?} (key {api_key}) is not supported by tern"));
+        };
+        if version < min || version > max_version {
+            if api == ApiKey::ApiVersions {
+                // KIP-511: answer in v0 with our ranges so the client can retry.
+                let header = response_header(correlation_id, api, 0)?;
+                let body = api::encode(&api::unsupported_version_response(), 0);
+                send(&tx, Outgoing::Ready { header, body }).await?;
+                continue;
+            }
+            return Err(format!(
+                "{api:?} v{version} is not supported (tern handles v{min}..=v{max_version})"
+            ));
+        }
+        let header: RequestHeader =
+            decode_guard::decode(&mut frame, api.request_header_version(version))
+                .map_err(|e| format!("malformed request header: {e}"))?;
+        let response_header = response_header(header.correlation_id, api, version)?;
+        let reply = api::dispatch(broker, api, version, &mut frame).map_err(|e| e.to_string())?;
+        let metrics = Arc::clone(&broker.metrics);
+        let api_name = api_name(api);
+        let outgoing = match reply {
+            Reply::Nothing => {
+                metrics.observe_request(api_name, started.elapsed(), false);
+                continue;
+            }
+            Reply::Now(body) => {
+                metrics.observe_request(api_name, started.elapsed(), body.is_err());
+                Outgoing::Ready {
+                    header: response_header,
+                    body,
+                }
+            }
+            Reply::Later(future) => Outgoing::Waiting {
+                header: response_header,
+                task: tokio::spawn(
+                    async move {
+                        let body = future.await;
+                        metrics.observe_request(api_name, started.elapsed(), body.is_err());
+                        body
+                    }
+                    .in_current_span(),
+                ),
+            },
+        };
+        send(&tx, outgoing).await?;
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Outgoing>, outgoing: Outgoing) -> Result<(), String> {
+    tx.send(outgoing)
+        .await
+        .map_err(|_| "the connection's writer stopped".to_string())
+}
+
+fn response_header(correlation_id: i32, api: ApiKey, version: i16) -> Result<BytesMut, String> {
+    let mut buf = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, api.response_header_version(version))
+        .map_err(|e| format!("cannot encode response header: {e:#}"))?;
+    Ok(buf)
+}
+
+async fn write_responses(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(outgoing) = rx.recv().await {
+        let (header, body) = match outgoing {
+            Outgoing::Ready { header, body } => (header, body),
+            Outgoing::Waiting { header, task } => {
+                let body = task
+                    .await
+                    .unwrap_or_else(|e| Err(format!("request handler failed: {e}")));
+                (header, body)
+            }
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(why) => {
+                warn!(reason = %why, "cannot answer a request; closing the connection");
+                return;
+            }
+        };
+        let size = (header.len() + body.len()) as u32;
+        let written = async {
+            writer.write_all(&size.to_be_bytes()).await?;
+            writer.write_all(&header).await?;
+            writer.write_all(&body).await?;
+            if rx.is_empty() {
+                writer.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        }
+        .await;
+        if let Err(e) = written {
+            info!(error = %e, "client went away before its response was written");
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}
+
+fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "produce",
+        ApiKey::Fetch => "fetch",
+        ApiKey::ListOffsets => "list_offsets",
+        ApiKey::Metadata => "metadata",
+        ApiKey::ApiVersions => "api_versions",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
+        ApiKey::DeleteRecords => "delete_records",
+        ApiKey::DescribeConfigs => "describe_configs",
+        ApiKey::AlterConfigs => "alter_configs",
+        ApiKey::CreatePartitions => "create_partitions",
+        ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
+        ApiKey::DescribeCluster => "describe_cluster",
+        _ => "other",
+    }
+}

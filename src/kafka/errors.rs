@@ -1,0 +1,41 @@
+//! The one place where tern's errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+
+use crate::log::LogError;
+use crate::topics::{ConfigError, TopicError};
+
+pub fn log_error_code(e: &LogError) -> ResponseError {
+    match e {
+        LogError::Io { .. } | LogError::NotDurable(_) => ResponseError::KafkaStorageError,
+        LogError::Corrupt(_) => ResponseError::CorruptMessage,
+        LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+pub fn topic_error_code(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) | TopicError::CannotShrink { .. } => {
+            ResponseError::InvalidPartitions
+        }
+        TopicError::Config(ConfigError::UnknownKey(_))
+        | TopicError::Config(ConfigError::InvalidValue { .. }) => ResponseError::InvalidConfig,
+        TopicError::Log(e) => log_error_code(e),
+        TopicError::Io { .. } | TopicError::BadMetadata { .. } => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Error code and message for response fields that carry both.
+pub fn code_and_message(e: &TopicError) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    (
+        topic_error_code(e).code(),
+        Some(kafka_protocol::protocol::StrBytes::from_string(
+            e.to_string(),
+        )),
+    )
+}

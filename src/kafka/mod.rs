@@ -1,0 +1,8 @@
+//! The Kafka-protocol listener: framing and connection handling (`server`, `connection`),
+//! one handler per API (`api/`), and the mapping of tern errors to Kafka codes (`errors`).
+
+pub mod api;
+pub mod connection;
+pub mod decode_guard;
+pub mod errors;
+pub mod server;

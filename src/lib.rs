@@ -1,0 +1,29 @@
+//! tern — an event broker for edge gateways.
+//!
+//! Layout (one concept per module; docs/ARCHITECTURE.md follows a record through them):
+//! - `config`     the TOML configuration; the documented default is embedded.
+//! - `log`        partition logs: record batches in segments, indexes, recovery,
+//!                group-commit fsync, retention primitives.
+//! - `topics`     topics, partitions and topic configs (Kafka names), on-disk registry.
+//! - `broker`     shared state handed to every connection and task.
+//! - `kafka`      the Kafka-protocol listener: framing, one handler per API.
+//! - `retention`  background retention and the global disk budget.
+//! - `http`       `/healthz` and `/metrics`.
+//! - `metrics`    Prometheus counters and gauges.
+//! - `server`     wires the above together for `tern serve`.
+//! - `client`     a small Kafka client for the CLI (works against any Kafka broker).
+//! - `alloc`      the global allocator (lazy backing for hostile allocation sizes).
+
+pub mod alloc;
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod kafka;
+pub mod log;
+pub mod metrics;
+pub mod retention;
+pub mod server;
+pub mod topics;
+
+#[global_allocator]
+static ALLOCATOR: alloc::TernAllocator = alloc::TernAllocator;

@@ -1,0 +1,32 @@
+//! Small durable files beside a partition's segments (`recovery-point`,
+//! `log-start-offset`): one decimal i64, replaced atomically (write, fsync, rename, fsync dir).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+pub const RECOVERY_POINT: &str = "recovery-point";
+pub const LOG_START_OFFSET: &str = "log-start-offset";
+
+/// Reads a checkpoint; a missing or unreadable file yields `None` (the caller then does the
+/// safe, slower thing: scan everything, or start at the first segment).
+pub fn read(dir: &Path, name: &str) -> Option<i64> {
+    let text = fs::read_to_string(dir.join(name)).ok()?;
+    text.trim().parse().ok()
+}
+
+pub fn write(dir: &Path, name: &str, value: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut file = File::create(&tmp)?;
+        writeln!(file, "{value}")?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,632 @@
+//! A partition's log: an ordered set of segments, the offsets that bound it (log start,
+//! durable end) and the operations the broker needs (append, read, list offsets, delete
+//! records, retention). [`Partition`] wraps a [`Log`] in a mutex and is what the rest of
+//! tern holds.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::{error, info, warn};
+
+use super::batch::{self, BatchHeader, Codec};
+use super::checkpoint::{self, LOG_START_OFFSET, RECOVERY_POINT};
+use super::segment::Segment;
+use super::{CompressionPolicy, LogConfig, LogError};
+
+/// Where the durable (fsynced) part of the log ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurablePoint {
+    pub offset: i64,
+    pub segment_base: i64,
+    pub position: u64,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub records: u64,
+    /// Bytes written to the segment (after compression).
+    pub stored_bytes: u64,
+}
+
+/// Bytes for a fetch: whole batches, never past the durable end.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub bytes: Vec<u8>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// What opening a partition found and repaired.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub scanned_segments: usize,
+    pub truncated_bytes: u64,
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// Result of one retention pass.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RetentionReport {
+    pub deleted_segments: u64,
+    pub deleted_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    durable: DurablePoint,
+}
+
+fn segment_bases(dir: &Path) -> std::io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if stem.len() == 20 {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl Log {
+    /// Opens (or creates) the partition directory and recovers it: segments up to the
+    /// recovery point are trusted, later ones are scanned batch by batch and cut at the
+    /// first torn or corrupt batch. Damage in a sealed segment is quarantined (copied aside)
+    /// and reported.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<(Log, RecoveryReport), LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        let bases = segment_bases(dir).map_err(|e| LogError::io(dir, e))?;
+        let recovery_point = checkpoint::read(dir, RECOVERY_POINT).unwrap_or(i64::MIN);
+        let start_checkpoint = checkpoint::read(dir, LOG_START_OFFSET).unwrap_or(0);
+        let mut report = RecoveryReport::default();
+        let mut segments = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            let is_last = next_base.is_none();
+            // A segment is trusted when the whole of it lies below the recovery point.
+            let trusted = next_base.is_some_and(|next| next <= recovery_point);
+            let mut opened = None;
+            if trusted {
+                opened =
+                    Segment::open_sealed(dir, base, now_ms).map_err(|e| LogError::io(dir, e))?;
+            }
+            let segment = match opened {
+                Some(segment) => segment,
+                None => {
+                    report.scanned_segments += 1;
+                    let (segment, scan) =
+                        Segment::recover(dir, base, config.index_interval_bytes, now_ms, !is_last)
+                            .map_err(|e| LogError::io(dir, e))?;
+                    if scan.truncated_bytes > 0 {
+                        report.truncated_bytes += scan.truncated_bytes;
+                        let why = scan.stopped_by.unwrap_or_default();
+                        if is_last {
+                            warn!(dir = %dir.display(), base, bytes = scan.truncated_bytes, %why,
+                                "recovery truncated the torn tail of the active segment");
+                        } else {
+                            let copy = dir.join(format!(
+                                "{}.log.quarantined",
+                                super::segment::file_stem(base)
+                            ));
+                            error!(dir = %dir.display(), base, bytes = scan.truncated_bytes, %why,
+                                quarantined = %copy.display(),
+                                "corruption in a sealed segment: damaged copy quarantined, valid prefix kept");
+                            report.quarantined.push(copy);
+                        }
+                    }
+                    segment
+                }
+            };
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            let base = start_checkpoint.max(0);
+            let segment = Segment::create(dir, base, now_ms).map_err(|e| LogError::io(dir, e))?;
+            segments.insert(base, segment);
+        }
+        report.segments = segments.len();
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: first_base,
+            durable: DurablePoint {
+                offset: 0,
+                segment_base: 0,
+                position: 0,
+            },
+        };
+        let end = log.log_end_offset();
+        log.log_start_offset = start_checkpoint.clamp(first_base, end);
+        // What recovery kept may sit in the page cache only (the process died, not the
+        // machine): make it durable before serving it.
+        let active = log.active();
+        active.sync_all().map_err(|e| LogError::io(dir, e))?;
+        log.durable = DurablePoint {
+            offset: end,
+            segment_base: active.base_offset,
+            position: active.size(),
+        };
+        Ok((log, report))
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// The offset the next appended record gets (Kafka's log end offset).
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// End of the fsynced log: consumers see records below it, never beyond.
+    pub fn high_watermark(&self) -> i64 {
+        self.durable.offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Validates, compresses (per policy), stamps offsets and writes the batches of one
+    /// produce request with a single write. All or nothing: a failed write is cut back.
+    pub fn append(
+        &mut self,
+        batches: &[(BatchHeader, &[u8])],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let mut next_offset = self.log_end_offset();
+        let base_offset = next_offset;
+        let mut buffer = Vec::new();
+        let mut stamped = Vec::with_capacity(batches.len());
+        let mut records = 0u64;
+        for (header, bytes) in batches {
+            if bytes.len() > self.config.max_message_bytes {
+                return Err(LogError::TooLarge {
+                    size: bytes.len(),
+                    max: self.config.max_message_bytes,
+                });
+            }
+            let start = buffer.len();
+            let compressed = match (self.config.compression, header.codec()) {
+                (CompressionPolicy::Lz4, Codec::None) if !header.is_control() => {
+                    batch::compress_lz4(bytes)?
+                }
+                _ => None,
+            };
+            buffer.extend_from_slice(compressed.as_deref().unwrap_or(bytes));
+            batch::set_base_offset(&mut buffer[start..], next_offset);
+            let mut stamped_header = BatchHeader::parse(&buffer[start..])?;
+            stamped_header.base_offset = next_offset;
+            stamped.push((start, stamped_header));
+            next_offset = stamped_header.next_offset();
+            records += header.record_count.max(0) as u64;
+        }
+        self.maybe_roll(buffer.len() as u64, now_ms)?;
+        let index_interval = self.config.index_interval_bytes;
+        let dir = self.dir.clone();
+        let active = self.active_mut();
+        let position = active.size();
+        let prior_next = active.next_offset();
+        let write = (|| {
+            active.append_bytes(&buffer)?;
+            for (start, header) in &stamped {
+                active.index_appended(header, position + *start as u64, index_interval)?;
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        if let Err(e) = write {
+            // Nothing partial stays: cut the file and its indexes back to where we started.
+            if let Err(cut) = active.truncate_to(position, prior_next) {
+                error!(dir = %dir.display(), error = %cut, "could not cut back a failed append");
+            }
+            return Err(LogError::io(&dir, e));
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            records,
+            stored_bytes: buffer.len() as u64,
+        })
+    }
+
+    /// Starts a new segment when the active one would pass `segment.bytes` or is older than
+    /// `segment.ms`. The sealed segment is fsynced and the recovery point moves past it.
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let full = active.size() + incoming > self.config.segment_bytes;
+        let old = now_ms.saturating_sub(active.created_ms) > self.config.segment_ms;
+        if full || old {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let active = self.active();
+        active.sync_all().map_err(|e| LogError::io(&dir, e))?;
+        let sealed = DurablePoint {
+            offset: active.next_offset(),
+            segment_base: active.base_offset,
+            position: active.size(),
+        };
+        let base = active.next_offset();
+        checkpoint::write(&dir, RECOVERY_POINT, base).map_err(|e| LogError::io(&dir, e))?;
+        let segment = Segment::create(&dir, base, now_ms).map_err(|e| LogError::io(&dir, e))?;
+        checkpoint::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
+        self.segments.insert(base, segment);
+        self.mark_durable(sealed);
+        Ok(())
+    }
+
+    /// What a group commit must fsync to make everything appended so far durable.
+    pub fn sync_target(&self) -> (Arc<File>, DurablePoint) {
+        let active = self.active();
+        (
+            active.file(),
+            DurablePoint {
+                offset: active.next_offset(),
+                segment_base: active.base_offset,
+                position: active.size(),
+            },
+        )
+    }
+
+    /// Moves the high watermark after an fsync covered `point`.
+    pub fn mark_durable(&mut self, point: DurablePoint) {
+        if point.offset > self.durable.offset
+            || (point.offset == self.durable.offset
+                && point.segment_base > self.durable.segment_base)
+        {
+            self.durable = point;
+        }
+    }
+
+    /// After a failed fsync the kernel may have dropped the dirty pages: the unsynced tail
+    /// is cut so that nothing unacknowledged or half-written can be served later.
+    pub fn discard_unsynced(&mut self) -> Result<(), LogError> {
+        let durable = self.durable;
+        let dir = self.dir.clone();
+        let later: Vec<i64> = self
+            .segments
+            .range(durable.segment_base + 1..)
+            .map(|(b, _)| *b)
+            .collect();
+        for base in later {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete_files().map_err(|e| LogError::io(&dir, e))?;
+            }
+        }
+        if let Some(segment) = self.segments.get_mut(&durable.segment_base) {
+            segment
+                .truncate_to(durable.position, durable.offset)
+                .map_err(|e| LogError::io(&dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Plans a read of whole batches starting with the one that contains `offset`.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let hw = self.durable.offset;
+        if offset < self.log_start_offset || offset > hw {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: hw,
+            });
+        }
+        let mut result = ReadResult {
+            bytes: Vec::new(),
+            high_watermark: hw,
+            log_start_offset: self.log_start_offset,
+        };
+        if offset == hw {
+            return Ok(result);
+        }
+        let first = self.segments.range(..=offset).next_back().map(|(b, _)| *b);
+        let from = first.unwrap_or(i64::MIN);
+        for (_, segment) in self.segments.range(from..) {
+            let limit = self.durable_limit(segment);
+            let position = segment
+                .find_position(offset, limit)
+                .map_err(|e| LogError::io(&self.dir, e))?;
+            if let Some(position) = position {
+                result.bytes = read_whole_batches(&segment.file(), position, limit, max_bytes)
+                    .map_err(|e| LogError::io(&self.dir, e))?;
+                break;
+            }
+        }
+        Ok(result)
+    }
+
+    /// How far into `segment` readers may go.
+    fn durable_limit(&self, segment: &Segment) -> u64 {
+        use std::cmp::Ordering;
+        match segment.base_offset.cmp(&self.durable.segment_base) {
+            Ordering::Less => segment.size(),
+            Ordering::Equal => self.durable.position.min(segment.size()),
+            Ordering::Greater => 0,
+        }
+    }
+
+    /// ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
+    /// with that timestamp; `None` when every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp().is_none_or(|max| max < timestamp) {
+                continue;
+            }
+            let limit = self.durable_limit(segment);
+            let from = segment
+                .time_lookup_offset(timestamp)
+                .map_err(|e| LogError::io(&self.dir, e))?;
+            let Some(position) = segment
+                .find_position(from, limit)
+                .map_err(|e| LogError::io(&self.dir, e))?
+            else {
+                continue;
+            };
+            let headers = segment
+                .headers_from(position, limit)
+                .map_err(|e| LogError::io(&self.dir, e))?;
+            for (position, header) in headers {
+                if header.max_timestamp < timestamp || header.last_offset() < self.log_start_offset
+                {
+                    continue;
+                }
+                let mut bytes = vec![0u8; header.total_len()];
+                segment
+                    .file()
+                    .read_exact_at(&mut bytes, position)
+                    .map_err(|e| LogError::io(&self.dir, e))?;
+                let found = super::records::first_at_or_after(&bytes, timestamp)
+                    .unwrap_or((header.base_offset, header.max_timestamp));
+                let offset = found.0.max(self.log_start_offset);
+                return Ok(Some((offset, found.1)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let mut best: Option<(i64, i64)> = None;
+        for segment in self.segments.values() {
+            let limit = self.durable_limit(segment);
+            for (_, header) in segment
+                .headers_from(0, limit)
+                .map_err(|e| LogError::io(&self.dir, e))?
+            {
+                if best.is_none_or(|(_, ts)| header.max_timestamp > ts) {
+                    best = Some((header.last_offset(), header.max_timestamp));
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (at most the high watermark)
+    /// and deletes the segments wholly below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let hw = self.durable.offset;
+        let offset = if offset < 0 { hw } else { offset };
+        if offset > hw {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: hw,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            checkpoint::write(&self.dir, LOG_START_OFFSET, offset)
+                .map_err(|e| LogError::io(&self.dir, e))?;
+            self.delete_segments_below_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<RetentionReport, LogError> {
+        let mut report = RetentionReport::default();
+        loop {
+            let mut bases = self.segments.keys();
+            let (Some(&first), Some(&second)) = (bases.next(), bases.next()) else {
+                break;
+            };
+            if second > self.log_start_offset {
+                break;
+            }
+            self.remove_segment(first, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    fn remove_segment(&mut self, base: i64, report: &mut RetentionReport) -> Result<(), LogError> {
+        if let Some(segment) = self.segments.remove(&base) {
+            report.deleted_segments += 1;
+            report.deleted_bytes += segment.size();
+            segment
+                .delete_files()
+                .map_err(|e| LogError::io(&self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segment; the log start moves to the next one. Used by
+    /// retention and by the global disk budget.
+    pub fn delete_oldest_segment(&mut self) -> Result<Option<RetentionReport>, LogError> {
+        if self.segments.len() < 2 {
+            return Ok(None);
+        }
+        let Some(&first) = self.segments.keys().next() else {
+            return Ok(None);
+        };
+        let mut report = RetentionReport::default();
+        self.remove_segment(first, &mut report)?;
+        let next_base = self.segments.keys().next().copied().unwrap_or(first);
+        if next_base > self.log_start_offset {
+            self.log_start_offset = next_base;
+            checkpoint::write(&self.dir, LOG_START_OFFSET, next_base)
+                .map_err(|e| LogError::io(&self.dir, e))?;
+        }
+        Ok(Some(report))
+    }
+
+    /// Base offset and max timestamp of the oldest sealed segment, for retention decisions.
+    pub fn oldest_sealed(&self) -> Option<(i64, Option<i64>, u64)> {
+        if self.segments.len() < 2 {
+            return None;
+        }
+        self.segments
+            .values()
+            .next()
+            .map(|s| (s.base_offset, s.max_timestamp(), s.size()))
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` (sealed segments only, oldest first).
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let mut total = RetentionReport::default();
+        loop {
+            let Some((_, max_ts, _)) = self.oldest_sealed() else {
+                break;
+            };
+            let expired = self.config.retention_ms >= 0
+                && super::clock_is_plausible(now_ms)
+                && max_ts.is_some_and(|ts| now_ms.saturating_sub(ts) > self.config.retention_ms);
+            let oversize = self.config.retention_bytes >= 0
+                && self.size_bytes() > self.config.retention_bytes as u64;
+            if !(expired || oversize) {
+                break;
+            }
+            match self.delete_oldest_segment()? {
+                Some(r) => {
+                    total.deleted_segments += r.deleted_segments;
+                    total.deleted_bytes += r.deleted_bytes;
+                }
+                None => break,
+            }
+        }
+        if total.deleted_segments > 0 {
+            info!(dir = %self.dir.display(), segments = total.deleted_segments,
+                bytes = total.deleted_bytes, log_start = self.log_start_offset, "retention deleted segments");
+        }
+        Ok(total)
+    }
+
+    /// Clean shutdown: fsync the active segment and record that everything is recovered.
+    pub fn close(&mut self) -> Result<(), LogError> {
+        let active = self.active();
+        active.sync_all().map_err(|e| LogError::io(&self.dir, e))?;
+        let base = active.base_offset;
+        checkpoint::write(&self.dir, RECOVERY_POINT, base).map_err(|e| LogError::io(&self.dir, e))
+    }
+}
+
+/// Reads whole batches from `position`, at most `max_bytes` unless the first batch alone is
+/// larger (then that batch, as Kafka does since KIP-74), never past `limit`.
+fn read_whole_batches(
+    file: &File,
+    position: u64,
+    limit: u64,
+    max_bytes: usize,
+) -> std::io::Result<Vec<u8>> {
+    let available = limit.saturating_sub(position) as usize;
+    if available < batch::HEADER_LEN {
+        return Ok(Vec::new());
+    }
+    let mut header = [0u8; batch::HEADER_LEN];
+    file.read_exact_at(&mut header, position)?;
+    let first = BatchHeader::parse(&header)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let want = available.min(max_bytes.max(first.total_len()));
+    let mut bytes = vec![0u8; want];
+    file.read_exact_at(&mut bytes, position)?;
+    let mut end = 0;
+    while end < bytes.len() {
+        match BatchHeader::parse(&bytes[end..]) {
+            Ok(h) if end + h.total_len() <= bytes.len() => end += h.total_len(),
+            _ => break,
+        }
+    }
+    bytes.truncate(end);
+    Ok(bytes)
+}
+
+/// A topic partition as the broker holds it.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    log: Mutex<Log>,
+}
+
+impl Partition {
+    pub fn new(topic: &str, index: i32, log: Log) -> Partition {
+        Partition {
+            topic: topic.to_string(),
+            index,
+            log: Mutex::new(log),
+        }
+    }
+
+    /// Locks the log. A poisoned lock (a panic while appending) is taken over: the log's
+    /// own invariants are restored by the cut-back on failed appends.
+    pub fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

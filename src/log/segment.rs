@@ -1,0 +1,356 @@
+//! One segment: `<base offset>.log` (batches back to back) with its `.index` and
+//! `.timeindex`. A segment knows nothing of topics, retention or durability waits.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
+use super::index::{OffsetIndex, TimeIndex};
+
+/// File name stem of a segment: its base offset, zero-padded to 20 digits as Kafka does.
+pub fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+/// What scanning a segment found.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    pub batches: u64,
+    pub valid_bytes: u64,
+    /// Bytes after the last valid batch that recovery cut off.
+    pub truncated_bytes: u64,
+    /// Why the scan stopped early, if it did.
+    pub stopped_by: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: i64,
+    dir: PathBuf,
+    log: Arc<File>,
+    size: u64,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    next_offset: i64,
+    bytes_since_index_entry: u64,
+    /// Wall-clock milliseconds of the first append, for `segment.ms` rolling.
+    pub created_ms: i64,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        let stem = file_stem(base_offset);
+        (
+            dir.join(format!("{stem}.log")),
+            dir.join(format!("{stem}.index")),
+            dir.join(format!("{stem}.timeindex")),
+        )
+    }
+
+    /// Creates an empty segment (the file must not hold data yet).
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let (log, index, time_index) = Self::paths(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log)?;
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            log: Arc::new(file),
+            size: 0,
+            index: OffsetIndex::open(&index, true)?,
+            time_index: TimeIndex::open(&time_index, true)?,
+            next_offset: base_offset,
+            bytes_since_index_entry: 0,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment and rebuilds its indexes by scanning every batch,
+    /// truncating at the first torn or corrupt one. Used for the segments after the
+    /// recovery point, where a crash may have left a partial write.
+    pub fn recover(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u64,
+        now_ms: i64,
+        quarantine_damage: bool,
+    ) -> io::Result<(Segment, ScanReport)> {
+        let (log, index, time_index) = Self::paths(dir, base_offset);
+        let file = OpenOptions::new().read(true).write(true).open(&log)?;
+        let file_len = file.metadata()?.len();
+        let mut segment = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            log: Arc::new(file),
+            size: 0,
+            index: OffsetIndex::open(&index, true)?,
+            time_index: TimeIndex::open(&time_index, true)?,
+            next_offset: base_offset,
+            bytes_since_index_entry: 0,
+            created_ms: now_ms,
+        };
+        let mut report = ScanReport::default();
+        let mut position = 0u64;
+        let mut header_buf = [0u8; HEADER_LEN];
+        while position < file_len {
+            let stop = |why: String| Some(why);
+            if file_len - position < HEADER_LEN as u64 {
+                report.stopped_by = stop(format!("torn batch header at byte {position}"));
+                break;
+            }
+            segment.log.read_exact_at(&mut header_buf, position)?;
+            let header = match BatchHeader::parse(&header_buf) {
+                Ok(h) => h,
+                Err(e) => {
+                    report.stopped_by = stop(format!("bad batch header at byte {position}: {e}"));
+                    break;
+                }
+            };
+            let len = header.total_len() as u64;
+            if position + len > file_len {
+                report.stopped_by = stop(format!(
+                    "torn batch at byte {position}: {len} bytes announced, {} present",
+                    file_len - position
+                ));
+                break;
+            }
+            if header.base_offset < segment.next_offset {
+                report.stopped_by = stop(format!(
+                    "offset {} at byte {position} goes backwards (expected >= {})",
+                    header.base_offset, segment.next_offset
+                ));
+                break;
+            }
+            let mut bytes = vec![0u8; len as usize];
+            segment.log.read_exact_at(&mut bytes, position)?;
+            if let Err(e) = batch::validate(&bytes) {
+                report.stopped_by = stop(format!("corrupt batch at byte {position}: {e}"));
+                break;
+            }
+            segment.index_batch(&header, position, len, index_interval)?;
+            segment.next_offset = header.next_offset();
+            position += len;
+            report.batches += 1;
+        }
+        if position < file_len {
+            if quarantine_damage {
+                Self::quarantine_copy(dir, base_offset)?;
+            }
+            segment.log.set_len(position)?;
+            segment.log.sync_all()?;
+            report.truncated_bytes = file_len - position;
+        }
+        segment.size = position;
+        report.valid_bytes = position;
+        Ok((segment, report))
+    }
+
+    /// Opens a sealed segment below the recovery point: its bytes were fsynced when it was
+    /// sealed, so only the tail after the last index entry is walked to find its end.
+    /// Returns `None` when the indexes or the walk disagree with the log; the caller then
+    /// falls back to a full [`Segment::recover`].
+    pub fn open_sealed(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Option<Segment>> {
+        let (log, index, time_index) = Self::paths(dir, base_offset);
+        if !index.exists() || !time_index.exists() {
+            return Ok(None);
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&log)?;
+        let size = file.metadata()?.len();
+        let mut segment = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            log: Arc::new(file),
+            size,
+            index: OffsetIndex::open(&index, false)?,
+            time_index: TimeIndex::open(&time_index, false)?,
+            next_offset: base_offset,
+            bytes_since_index_entry: 0,
+            created_ms: now_ms,
+        };
+        if size == 0 {
+            return Ok(Some(segment));
+        }
+        if segment.index.is_empty() {
+            return Ok(None);
+        }
+        let start = segment.index.lookup(u32::MAX)?;
+        let mut position = start;
+        let mut buf = [0u8; HEADER_LEN];
+        while position < size {
+            if size - position < HEADER_LEN as u64 {
+                return Ok(None);
+            }
+            segment.log.read_exact_at(&mut buf, position)?;
+            let Ok(header) = BatchHeader::parse(&buf) else {
+                return Ok(None);
+            };
+            position += header.total_len() as u64;
+            segment.next_offset = header.next_offset();
+        }
+        if position != size {
+            return Ok(None);
+        }
+        segment.bytes_since_index_entry = size - start;
+        Ok(Some(segment))
+    }
+
+    /// Records index entries for a batch written at `position`: an offset-index entry at the
+    /// segment start and then every `index_interval` bytes; a time-index entry per new maximum.
+    fn index_batch(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        len: u64,
+        index_interval: u64,
+    ) -> io::Result<()> {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if position == 0 || self.bytes_since_index_entry >= index_interval {
+            self.index.append(relative, position as u32)?;
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += len;
+        self.time_index.maybe_append(header.max_timestamp, relative)
+    }
+
+    /// Appends already-stamped batches with one positioned write. On a failed write the
+    /// file is cut back so that nothing partial stays behind. Call
+    /// [`Segment::index_appended`] for each batch afterwards.
+    pub fn append_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let position = self.size;
+        if let Err(e) = self.log.write_all_at(bytes, position) {
+            let _ = self.log.set_len(position);
+            return Err(e);
+        }
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Indexes one batch written by [`Segment::append_bytes`] at `position`.
+    pub fn index_appended(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        index_interval: u64,
+    ) -> io::Result<()> {
+        self.index_batch(header, position, header.total_len() as u64, index_interval)?;
+        self.next_offset = header.next_offset();
+        Ok(())
+    }
+
+    /// Byte position of the batch containing `offset` (or the first batch after it), if
+    /// that batch starts before `limit`.
+    pub fn find_position(&self, offset: i64, limit: u64) -> io::Result<Option<u64>> {
+        let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let mut position = self.index.lookup(relative)?;
+        let mut buf = [0u8; HEADER_LEN];
+        while position < limit {
+            self.log.read_exact_at(&mut buf, position)?;
+            let header = BatchHeader::parse(&buf).map_err(corrupt)?;
+            if header.last_offset() >= offset {
+                return Ok(Some(position));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Headers of the batches from `position` up to `limit`, with their positions.
+    pub fn headers_from(
+        &self,
+        mut position: u64,
+        limit: u64,
+    ) -> io::Result<Vec<(u64, BatchHeader)>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; HEADER_LEN];
+        while position < limit {
+            self.log.read_exact_at(&mut buf, position)?;
+            let header = BatchHeader::parse(&buf).map_err(corrupt)?;
+            out.push((position, header));
+            position += header.total_len() as u64;
+        }
+        Ok(out)
+    }
+
+    /// Starting point for a search by timestamp.
+    pub fn time_lookup_offset(&self, timestamp: i64) -> io::Result<i64> {
+        Ok(self.base_offset + self.time_index.lookup(timestamp)? as i64)
+    }
+
+    /// Truncates the segment so that it ends at `position` (a batch boundary).
+    pub fn truncate_to(&mut self, position: u64, next_offset: i64) -> io::Result<()> {
+        self.log.set_len(position)?;
+        self.index.truncate_to_position(position)?;
+        // Cheap to rebuild and rarely needed: the max timestamps are recomputed.
+        self.time_index.clear()?;
+        for (_, header) in self.headers_from(0, position)? {
+            self.time_index.maybe_append(
+                header.max_timestamp,
+                (header.base_offset - self.base_offset) as u32,
+            )?;
+        }
+        self.size = position;
+        self.next_offset = next_offset;
+        self.bytes_since_index_entry = 0;
+        Ok(())
+    }
+
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.log)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.time_index.max_timestamp()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Flushes the log and its indexes (done when a segment is sealed).
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.log.sync_data()?;
+        self.index.sync()?;
+        self.time_index.sync()
+    }
+
+    /// Deletes the segment's files (retention, topic deletion).
+    pub fn delete_files(&self) -> io::Result<()> {
+        let (log, index, time_index) = Self::paths(&self.dir, self.base_offset);
+        for path in [log, index, time_index] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a segment whose sealed bytes failed their check out of the way, keeping it for
+    /// inspection: `<base>.log.quarantined`.
+    pub fn quarantine_copy(dir: &Path, base_offset: i64) -> io::Result<PathBuf> {
+        let (log, _, _) = Self::paths(dir, base_offset);
+        let target = dir.join(format!("{}.log.quarantined", file_stem(base_offset)));
+        std::fs::copy(&log, &target)?;
+        Ok(target)
+    }
+}
+
+fn corrupt(e: BatchError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}

@@ -1,0 +1,95 @@
+//! The `tern` binary: `serve` runs the broker; the other commands are Kafka clients.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use tern::config::{Config, DEFAULT_TOML};
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "An event broker for edge gateways")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (embedded default configuration unless --config is given).
+    Serve {
+        /// TOML configuration file; keys not in it take their defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the documented default configuration.
+    Default,
+    /// Check a configuration file and exit.
+    Check { path: PathBuf },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TERN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            init_tracing();
+            let config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::embedded_default()?,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let token = CancellationToken::new();
+                tokio::spawn(shutdown_signal(token.clone()));
+                tern::server::run(config, token).await
+            })?;
+            Ok(())
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::Default => {
+                print!("{DEFAULT_TOML}");
+                Ok(())
+            }
+            ConfigCommand::Check { path } => {
+                Config::load(&path)?;
+                println!("{}: ok", path.display());
+                Ok(())
+            }
+        },
+    }
+}

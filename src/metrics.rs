@@ -1,0 +1,227 @@
+//! Prometheus metrics (prometheus-client). Counters are bumped on the data path; per-
+//! partition gauges are refreshed from the logs when `/metrics` is scraped.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn topic_label(topic: &str) -> Labels {
+    vec![("topic".to_string(), topic.to_string())]
+}
+
+pub struct Metrics {
+    registry: Registry,
+    records_in: Family<Labels, Counter>,
+    bytes_in: Family<Labels, Counter>,
+    records_out: Family<Labels, Counter>,
+    bytes_out: Family<Labels, Counter>,
+    request_seconds: Family<Labels, Histogram>,
+    request_errors: Family<Labels, Counter>,
+    fsync_seconds: Histogram,
+    fsync_partitions: Counter,
+    pub connections: Gauge,
+    pub connections_rejected: Counter,
+    pub bad_requests: Counter,
+    log_size: Family<Labels, Gauge>,
+    log_segments: Family<Labels, Gauge>,
+    log_start: Family<Labels, Gauge>,
+    log_end: Family<Labels, Gauge>,
+    pub retention_deleted_bytes: Counter,
+    pub budget_evicted_bytes: Counter,
+    pub stored_bytes: Gauge<u64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tern");
+        let m = Metrics {
+            records_in: Family::default(),
+            bytes_in: Family::default(),
+            records_out: Family::default(),
+            bytes_out: Family::default(),
+            request_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+            request_errors: Family::default(),
+            fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            fsync_partitions: Counter::default(),
+            connections: Gauge::default(),
+            connections_rejected: Counter::default(),
+            bad_requests: Counter::default(),
+            log_size: Family::default(),
+            log_segments: Family::default(),
+            log_start: Family::default(),
+            log_end: Family::default(),
+            retention_deleted_bytes: Counter::default(),
+            budget_evicted_bytes: Counter::default(),
+            stored_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "records_in",
+            "Records appended by producers",
+            m.records_in.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Bytes appended by producers, as stored",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "records_out",
+            "Records served to fetchers",
+            m.records_out.clone(),
+        );
+        registry.register("bytes_out", "Bytes served to fetchers", m.bytes_out.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Kafka request handling time by API, including durability waits and long polls",
+            m.request_seconds.clone(),
+        );
+        registry.register(
+            "request_errors",
+            "Kafka requests answered with an error, by API",
+            m.request_errors.clone(),
+        );
+        registry.register(
+            "fsync_duration_seconds",
+            "Duration of one group-commit fsync round",
+            m.fsync_seconds.clone(),
+        );
+        registry.register(
+            "fsync_partitions",
+            "Partition fsyncs done by group commit",
+            m.fsync_partitions.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open Kafka connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections refused at the connection limit",
+            m.connections_rejected.clone(),
+        );
+        registry.register(
+            "bad_requests",
+            "Kafka connections closed for malformed or oversized requests",
+            m.bad_requests.clone(),
+        );
+        registry.register(
+            "log_size_bytes",
+            "Bytes on disk per partition",
+            m.log_size.clone(),
+        );
+        registry.register(
+            "log_segments",
+            "Segments per partition",
+            m.log_segments.clone(),
+        );
+        registry.register(
+            "log_start_offset",
+            "First offset still stored per partition",
+            m.log_start.clone(),
+        );
+        registry.register(
+            "log_end_offset",
+            "High watermark (end of the fsynced log) per partition",
+            m.log_end.clone(),
+        );
+        registry.register(
+            "retention_deleted_bytes",
+            "Bytes deleted by retention.ms / retention.bytes",
+            m.retention_deleted_bytes.clone(),
+        );
+        registry.register(
+            "storage_budget_evicted_bytes",
+            "Bytes evicted to keep storage.max_bytes",
+            m.budget_evicted_bytes.clone(),
+        );
+        registry.register(
+            "storage_bytes",
+            "Bytes stored by all partitions",
+            m.stored_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn record_produce(&self, topic: &str, records: u64, bytes: u64) {
+        let labels = topic_label(topic);
+        self.records_in.get_or_create(&labels).inc_by(records);
+        self.bytes_in.get_or_create(&labels).inc_by(bytes);
+    }
+
+    pub fn record_fetch(&self, topic: &str, records: u64, bytes: u64) {
+        let labels = topic_label(topic);
+        self.records_out.get_or_create(&labels).inc_by(records);
+        self.bytes_out.get_or_create(&labels).inc_by(bytes);
+    }
+
+    pub fn observe_request(&self, api: &'static str, elapsed: Duration, failed: bool) {
+        let labels = vec![("api".to_string(), api.to_string())];
+        self.request_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if failed {
+            self.request_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn observe_fsync(&self, elapsed: Duration, partitions: usize) {
+        self.fsync_seconds.observe(elapsed.as_secs_f64());
+        self.fsync_partitions.inc_by(partitions as u64);
+    }
+
+    /// Sets the per-partition gauges (called at scrape time).
+    pub fn set_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        size: u64,
+        segments: usize,
+        start: i64,
+        end: i64,
+    ) {
+        let labels = vec![
+            ("topic".to_string(), topic.to_string()),
+            ("partition".to_string(), partition.to_string()),
+        ];
+        self.log_size.get_or_create(&labels).set(size as i64);
+        self.log_segments
+            .get_or_create(&labels)
+            .set(segments as i64);
+        self.log_start.get_or_create(&labels).set(start);
+        self.log_end.get_or_create(&labels).set(end);
+    }
+
+    /// Forgets the gauges of deleted topics.
+    pub fn clear_partitions(&self) {
+        self.log_size.clear();
+        self.log_segments.clear();
+        self.log_start.clear();
+        self.log_end.clear();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

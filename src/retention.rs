@@ -1,0 +1,105 @@
+//! Background storage upkeep: per-topic retention (`retention.ms`, `retention.bytes`),
+//! time-based segment rolling of idle partitions, and the global `storage.max_bytes`
+//! budget, which deletes the oldest sealed segments across all partitions first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use crate::broker::Broker;
+use crate::log::{self, Partition};
+
+/// Runs until `shutdown` fires, checking every `storage.retention_check_interval_ms`.
+pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(broker.config.storage.retention_check_interval_ms);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let broker = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || enforce(&broker)).await;
+    }
+}
+
+/// One pass of retention and the disk budget.
+pub fn enforce(broker: &Broker) {
+    let now = log::now_ms();
+    let partitions: Vec<Arc<Partition>> = broker
+        .topics
+        .list()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .collect();
+    for partition in &partitions {
+        let mut log = partition.lock();
+        match log.apply_retention(now) {
+            Ok(report) => {
+                broker
+                    .metrics
+                    .retention_deleted_bytes
+                    .inc_by(report.deleted_bytes);
+            }
+            Err(e) => {
+                error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
+            }
+        }
+    }
+    let budget = broker.config.storage.max_bytes;
+    if budget > 0 {
+        enforce_budget(broker, &partitions, budget);
+    }
+}
+
+fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
+    let mut total: u64 = partitions.iter().map(|p| p.lock().size_bytes()).sum();
+    while total > budget {
+        // The oldest sealed segment anywhere: smallest newest-record timestamp.
+        let victim = partitions
+            .iter()
+            .filter_map(|p| {
+                p.lock()
+                    .oldest_sealed()
+                    .map(|(_, ts, size)| (ts.unwrap_or(i64::MIN), size, p))
+            })
+            .min_by_key(|(ts, _, _)| *ts);
+        let Some((_, _, partition)) = victim else {
+            // Only active segments remain: seal the largest so the next round can evict it.
+            let largest = partitions.iter().max_by_key(|p| p.lock().size_bytes());
+            if let Some(p) = largest {
+                let mut log = p.lock();
+                if log.size_bytes() == 0 || log.segment_count() > 1 {
+                    break;
+                }
+                if let Err(e) = log.roll(log::now_ms()) {
+                    error!(topic = %p.topic, partition = p.index, error = %e, "could not seal a segment for the disk budget");
+                    break;
+                }
+                continue;
+            }
+            break;
+        };
+        let mut log = partition.lock();
+        match log.delete_oldest_segment() {
+            Ok(Some(report)) => {
+                total = total.saturating_sub(report.deleted_bytes);
+                broker
+                    .metrics
+                    .budget_evicted_bytes
+                    .inc_by(report.deleted_bytes);
+                warn!(topic = %partition.topic, partition = partition.index,
+                    bytes = report.deleted_bytes, log_start = log.log_start_offset(),
+                    budget, "storage.max_bytes reached: evicted the oldest segment");
+            }
+            Ok(None) => break,
+            Err(e) => {
+                error!(topic = %partition.topic, partition = partition.index, error = %e, "eviction failed");
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `tern serve`: open the data directory, bind the listeners, run until SIGINT/SIGTERM,
+//! then stop accepting, finish in-flight requests, fsync and close.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the data directory: {0}")]
+    Open(#[from] crate::topics::TopicError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Runs the broker until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let kafka_addr = config.kafka_listen().map_err(ServeError::Config)?;
+    let http_addr = config.http_listen().map_err(ServeError::Config)?;
+    let kafka_listener =
+        TcpListener::bind(kafka_addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: "kafka.listen",
+                addr: kafka_addr.to_string(),
+                source,
+            })?;
+    let http_listener = TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "http.listen",
+            addr: http_addr.to_string(),
+            source,
+        })?;
+    let kafka_local = kafka_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            what: "kafka.listen",
+            addr: kafka_addr.to_string(),
+            source,
+        })?;
+    let http_local = http_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            what: "http.listen",
+            addr: http_addr.to_string(),
+            source,
+        })?;
+    let data_dir = config.broker.data_dir.clone();
+    let config_for_open = config.clone();
+    let metrics = Arc::new(Metrics::new());
+    let (broker, group_commit_task) = Broker::open(config_for_open, kafka_local.port(), metrics)?;
+    let topics = broker.topics.list().len();
+    // Tests and scripts wait for this line: both ports are bound and recovery is done.
+    info!(kafka = %kafka_local, http = %http_local, data_dir = %data_dir.display(), topics,
+        ready_ms = started.elapsed().as_millis() as u64, "tern ready");
+
+    let retention = tokio::spawn(crate::retention::run(Arc::clone(&broker), shutdown.clone()));
+    let http = tokio::spawn(crate::http::run(
+        Arc::clone(&broker),
+        http_listener,
+        shutdown.clone(),
+    ));
+    crate::kafka::server::run(Arc::clone(&broker), kafka_listener, shutdown.clone()).await;
+    let _ = retention.await;
+    match http.await {
+        Ok(Err(e)) => error!(error = %e, "http server failed"),
+        Err(e) => error!(error = %e, "http task failed"),
+        Ok(Ok(())) => {}
+    }
+    let closing = Arc::clone(&broker);
+    let _ = tokio::task::spawn_blocking(move || closing.topics.close()).await;
+    drop(broker);
+    group_commit_task.abort();
+    info!("tern stopped cleanly");
+    Ok(())
+}
