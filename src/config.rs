@@ -32,7 +32,7 @@ pub enum ConfigFileError {
     TopicDefault(#[from] ConfigError),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub broker: BrokerSection,
@@ -76,18 +76,6 @@ pub struct StorageSection {
     pub max_bytes: u64,
     pub flush_linger_ms: u64,
     pub retention_check_interval_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            broker: BrokerSection::default(),
-            kafka: KafkaSection::default(),
-            http: HttpSection::default(),
-            storage: StorageSection::default(),
-            topic_defaults: BTreeMap::new(),
-        }
-    }
 }
 
 impl Default for BrokerSection {

@@ -3,7 +3,7 @@
 //! Layout (one concept per module; docs/ARCHITECTURE.md follows a record through them):
 //! - `config`     the TOML configuration; the documented default is embedded.
 //! - `log`        partition logs: record batches in segments, indexes, recovery,
-//!                group-commit fsync, retention primitives.
+//!   group-commit fsync, retention primitives.
 //! - `topics`     topics, partitions and topic configs (Kafka names), on-disk registry.
 //! - `broker`     shared state handed to every connection and task.
 //! - `kafka`      the Kafka-protocol listener: framing, one handler per API.

@@ -541,10 +541,7 @@ impl Log {
     /// Applies `retention.ms` and `retention.bytes` (sealed segments only, oldest first).
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
         let mut total = RetentionReport::default();
-        loop {
-            let Some((_, max_ts, _)) = self.oldest_sealed() else {
-                break;
-            };
+        while let Some((_, max_ts, _)) = self.oldest_sealed() {
             let expired = self.config.retention_ms >= 0
                 && super::clock_is_plausible(now_ms)
                 && max_ts.is_some_and(|ts| now_ms.saturating_sub(ts) > self.config.retention_ms);
