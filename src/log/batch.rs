@@ -275,7 +275,7 @@ pub(crate) mod tests {
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 sequence: i as i32,
-                timestamp: 1_700_000_000_000 + i as i64,
+                timestamp: 1_767_225_600_000 + i as i64,
                 key: Some(bytes::Bytes::from(format!("key-{i}"))),
                 value: Some(bytes::Bytes::copy_from_slice(payload)),
                 headers: [(

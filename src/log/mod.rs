@@ -8,6 +8,8 @@ pub mod index;
 pub mod partition;
 pub mod records;
 pub mod segment;
+#[cfg(test)]
+mod tests;
 
 use thiserror::Error;
 

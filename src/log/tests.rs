@@ -1,0 +1,239 @@
+//! Tests of the partition log against a trivially correct model: the list of batches
+//! that were appended, with crash points (torn and zero-filled tails) in between.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::batch::{self, tests::make_batch, BatchHeader};
+use super::partition::Log;
+use super::{CompressionPolicy, LogConfig};
+
+const NOW: i64 = 1_767_225_600_000;
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends one client batch and makes it durable, as an acknowledged produce would be.
+fn append_durable(log: &mut Log, records: usize, payload: &[u8]) -> (i64, i64) {
+    let bytes = make_batch(records, payload);
+    let batches = batch::split_batches(&bytes).expect("valid batch");
+    let info = log.append(&batches, NOW).expect("append");
+    let (file, point) = log.sync_target();
+    file.sync_data().expect("fsync");
+    log.mark_durable(point);
+    (info.base_offset, info.last_offset)
+}
+
+/// Every stored batch, read through the public read path from the log start.
+fn read_all(log: &Log) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let read = log.read(offset, 1 << 20).expect("read");
+        assert!(!read.bytes.is_empty(), "no data at {offset} below the high watermark");
+        let mut rest = &read.bytes[..];
+        while !rest.is_empty() {
+            let header = batch::validate(&rest[..BatchHeader::parse(rest).expect("header").total_len()])
+                .expect("served batches are valid");
+            out.push(rest[..header.total_len()].to_vec());
+            offset = header.next_offset();
+            rest = &rest[header.total_len()..];
+        }
+    }
+    out
+}
+
+fn active_segment(dir: &Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a segment")
+}
+
+#[test]
+fn append_read_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    assert_eq!(append_durable(&mut log, 3, b"a"), (0, 2));
+    assert_eq!(append_durable(&mut log, 2, b"b"), (3, 4));
+    let before = read_all(&log);
+    // A fetch in the middle of a batch returns the whole batch.
+    let mid = log.read(1, 1 << 20).expect("read");
+    assert_eq!(BatchHeader::parse(&mid.bytes).expect("header").base_offset, 0);
+    drop(log);
+    let (log, report) = Log::open(dir.path(), config(1 << 20), NOW).expect("reopen");
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(read_all(&log), before);
+}
+
+#[test]
+fn uncompressed_batches_are_stored_lz4_and_producer_policy_keeps_them() {
+    let payload = br#"{"device":"sensor-1","temp_c":21.5,"humidity":40}"#;
+    for (policy, expect_lz4) in [(CompressionPolicy::Lz4, true), (CompressionPolicy::Producer, false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            compression: policy,
+            ..config(1 << 20)
+        };
+        let (mut log, _) = Log::open(dir.path(), cfg, NOW).expect("open");
+        append_durable(&mut log, 100, payload);
+        let stored = read_all(&log);
+        let header = BatchHeader::parse(&stored[0]).expect("header");
+        assert_eq!(header.codec() == batch::Codec::Lz4, expect_lz4);
+        let records = super::records::decode(&stored[0]).expect("decodes");
+        assert_eq!(records.len(), 100);
+        assert_eq!(records[99].value.as_deref(), Some(&payload[..]));
+        assert_eq!(records[99].offset, 99);
+    }
+}
+
+#[test]
+fn segments_roll_and_retention_by_bytes_moves_the_log_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        retention_bytes: 8 * 1024,
+        compression: CompressionPolicy::Producer,
+        ..config(4 * 1024)
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg, NOW).expect("open");
+    for _ in 0..40 {
+        append_durable(&mut log, 4, &[7u8; 200]);
+    }
+    assert!(log.segment_count() > 3, "{} segments", log.segment_count());
+    let report = log.apply_retention(NOW).expect("retention");
+    assert!(report.deleted_segments > 0);
+    assert!(log.size_bytes() <= 8 * 1024 + 4 * 1024);
+    assert!(log.log_start_offset() > 0);
+    assert_eq!(log.log_end_offset(), 160);
+    // Reading below the log start is out of range; reading from it works.
+    assert!(log.read(0, 1024).is_err());
+    assert!(!read_all(&log).is_empty());
+    let start = log.log_start_offset();
+    drop(log);
+    let (log, _) = Log::open(dir.path(), config(4 * 1024), NOW).expect("reopen");
+    assert_eq!(log.log_start_offset(), start, "log start survives a restart");
+}
+
+#[test]
+fn retention_by_time_spares_recent_data_and_ignores_an_implausible_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        retention_ms: 1000,
+        ..config(2 * 1024)
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg, NOW).expect("open");
+    for _ in 0..20 {
+        append_durable(&mut log, 4, &[1u8; 300]);
+    }
+    let segments = log.segment_count();
+    // A Pi that booted in 1970: nothing may be deleted.
+    assert_eq!(log.apply_retention(5_000).expect("retention").deleted_segments, 0);
+    // Records are stamped 2026-01-01 (+i ms): one second later they are still young.
+    assert_eq!(log.apply_retention(NOW + 500).expect("retention").deleted_segments, 0);
+    // A day later every sealed segment has expired; the active one stays.
+    let report = log.apply_retention(NOW + 86_400_000).expect("retention");
+    assert_eq!(report.deleted_segments as usize, segments - 1);
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
+fn delete_records_moves_the_start_and_never_past_the_high_watermark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    append_durable(&mut log, 10, b"x");
+    assert_eq!(log.delete_records_before(4).expect("delete"), 4);
+    assert!(log.delete_records_before(11).is_err());
+    assert_eq!(log.delete_records_before(-1).expect("to hw"), 10);
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_quarantined_and_the_rest_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        compression: CompressionPolicy::Producer,
+        ..config(2 * 1024)
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg.clone(), NOW).expect("open");
+    for _ in 0..12 {
+        append_durable(&mut log, 2, &[3u8; 300]);
+    }
+    assert!(log.segment_count() >= 3);
+    let end = log.log_end_offset();
+    drop(log);
+    // Remove the recovery point so that every segment is scanned, then damage the first.
+    std::fs::remove_file(dir.path().join("recovery-point")).expect("remove checkpoint");
+    let first = dir.path().join(format!("{:020}.log", 0));
+    let file = OpenOptions::new().write(true).open(&first).expect("open segment");
+    file.write_all_at(&[0xff; 8], 700).expect("damage");
+    let (log, report) = Log::open(dir.path(), cfg, NOW).expect("reopen");
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
+    assert!(report.quarantined[0].exists());
+    assert_eq!(log.log_end_offset(), end, "later segments are kept");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Truncating or zero-filling the active segment anywhere leaves exactly the batches
+    /// that lie wholly before the damage, and appends continue right after them.
+    #[test]
+    fn recovery_keeps_the_longest_valid_prefix(
+        sizes in prop::collection::vec((1usize..6, 1usize..400), 1..25),
+        cut in 0.0f64..1.0,
+        zero_fill in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig { compression: CompressionPolicy::Producer, ..config(1 << 20) };
+        let (mut log, _) = Log::open(dir.path(), cfg.clone(), NOW).expect("open");
+        for (records, payload) in &sizes {
+            append_durable(&mut log, *records, &vec![b'p'; *payload]);
+        }
+        let batches = read_all(&log);
+        drop(log);
+
+        let path = active_segment(dir.path());
+        let len = std::fs::metadata(&path).expect("stat").len();
+        let at = ((len as f64) * cut) as u64;
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        if zero_fill {
+            file.write_all_at(&vec![0u8; (len - at) as usize], at).expect("zero fill");
+        } else {
+            file.set_len(at).expect("truncate");
+        }
+        drop(file);
+        // A crash never wrote a recovery point past the active segment.
+        let _ = std::fs::remove_file(dir.path().join("recovery-point"));
+
+        let mut kept = Vec::new();
+        let mut position = 0u64;
+        for b in &batches {
+            if position + b.len() as u64 <= at {
+                kept.push(b.clone());
+            }
+            position += b.len() as u64;
+        }
+        let expected_end = kept
+            .last()
+            .map(|b| BatchHeader::parse(b).expect("header").next_offset())
+            .unwrap_or(0);
+
+        let (mut log, _) = Log::open(dir.path(), cfg, NOW).expect("reopen");
+        prop_assert_eq!(log.log_end_offset(), expected_end);
+        prop_assert_eq!(log.high_watermark(), expected_end);
+        prop_assert_eq!(read_all(&log), kept);
+        let (base, _) = append_durable(&mut log, 1, b"after");
+        prop_assert_eq!(base, expected_end, "appends continue after the valid prefix");
+    }
+}
