@@ -4,5 +4,7 @@
 pub mod api;
 pub mod connection;
 pub mod decode_guard;
+#[cfg(test)]
+mod decode_tests;
 pub mod errors;
 pub mod server;
