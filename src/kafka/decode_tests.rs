@@ -27,7 +27,9 @@ fn decode_any(api: ApiKey, version: i16, bytes: &[u8]) -> bool {
         ApiKey::DescribeConfigs => try_decode::<m::DescribeConfigsRequest>(bytes, version),
         ApiKey::AlterConfigs => try_decode::<m::AlterConfigsRequest>(bytes, version),
         ApiKey::CreatePartitions => try_decode::<m::CreatePartitionsRequest>(bytes, version),
-        ApiKey::IncrementalAlterConfigs => try_decode::<m::IncrementalAlterConfigsRequest>(bytes, version),
+        ApiKey::IncrementalAlterConfigs => {
+            try_decode::<m::IncrementalAlterConfigsRequest>(bytes, version)
+        }
         ApiKey::DescribeCluster => try_decode::<m::DescribeClusterRequest>(bytes, version),
         _ => false,
     }
@@ -37,10 +39,18 @@ fn decode_any(api: ApiKey, version: i16, bytes: &[u8]) -> bool {
 fn huge_array_counts_are_an_error_not_an_abort() {
     // Metadata v0 declaring 2^31-1 topics in a 4-byte body; and the 8-byte frame reported
     // against the kafka-protocol crate (54 million topics).
-    assert!(!try_decode::<m::MetadataRequest>(&[0x7f, 0xff, 0xff, 0xff], 0));
-    assert!(!try_decode::<m::MetadataRequest>(&[0x03, 0x3c, 0x0c, 0x00, 0xb6], 0));
+    assert!(!try_decode::<m::MetadataRequest>(
+        &[0x7f, 0xff, 0xff, 0xff],
+        0
+    ));
+    assert!(!try_decode::<m::MetadataRequest>(
+        &[0x03, 0x3c, 0x0c, 0x00, 0xb6],
+        0
+    ));
     // Produce v3: null transactional id, acks, timeout, then 2^31-1 topics.
-    let produce = [0xff, 0xff, 0x00, 0x01, 0x00, 0x00, 0x75, 0x30, 0x7f, 0xff, 0xff, 0xff];
+    let produce = [
+        0xff, 0xff, 0x00, 0x01, 0x00, 0x00, 0x75, 0x30, 0x7f, 0xff, 0xff, 0xff,
+    ];
     assert!(!try_decode::<m::ProduceRequest>(&produce, 3));
     // Flexible (compact) arrays: an unsigned varint of 2^32-1 elements.
     let compact = [0xff, 0xff, 0xff, 0xff, 0x0f];

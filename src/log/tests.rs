@@ -38,11 +38,15 @@ fn read_all(log: &Log) -> Vec<Vec<u8>> {
     let mut offset = log.log_start_offset();
     while offset < log.high_watermark() {
         let read = log.read(offset, 1 << 20).expect("read");
-        assert!(!read.bytes.is_empty(), "no data at {offset} below the high watermark");
+        assert!(
+            !read.bytes.is_empty(),
+            "no data at {offset} below the high watermark"
+        );
         let mut rest = &read.bytes[..];
         while !rest.is_empty() {
-            let header = batch::validate(&rest[..BatchHeader::parse(rest).expect("header").total_len()])
-                .expect("served batches are valid");
+            let header =
+                batch::validate(&rest[..BatchHeader::parse(rest).expect("header").total_len()])
+                    .expect("served batches are valid");
             out.push(rest[..header.total_len()].to_vec());
             offset = header.next_offset();
             rest = &rest[header.total_len()..];
@@ -70,7 +74,10 @@ fn append_read_and_reopen() {
     let before = read_all(&log);
     // A fetch in the middle of a batch returns the whole batch.
     let mid = log.read(1, 1 << 20).expect("read");
-    assert_eq!(BatchHeader::parse(&mid.bytes).expect("header").base_offset, 0);
+    assert_eq!(
+        BatchHeader::parse(&mid.bytes).expect("header").base_offset,
+        0
+    );
     drop(log);
     let (log, report) = Log::open(dir.path(), config(1 << 20), NOW).expect("reopen");
     assert_eq!(report.truncated_bytes, 0);
@@ -81,7 +88,10 @@ fn append_read_and_reopen() {
 #[test]
 fn uncompressed_batches_are_stored_lz4_and_producer_policy_keeps_them() {
     let payload = br#"{"device":"sensor-1","temp_c":21.5,"humidity":40}"#;
-    for (policy, expect_lz4) in [(CompressionPolicy::Lz4, true), (CompressionPolicy::Producer, false)] {
+    for (policy, expect_lz4) in [
+        (CompressionPolicy::Lz4, true),
+        (CompressionPolicy::Producer, false),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = LogConfig {
             compression: policy,
@@ -123,7 +133,11 @@ fn segments_roll_and_retention_by_bytes_moves_the_log_start() {
     let start = log.log_start_offset();
     drop(log);
     let (log, _) = Log::open(dir.path(), config(4 * 1024), NOW).expect("reopen");
-    assert_eq!(log.log_start_offset(), start, "log start survives a restart");
+    assert_eq!(
+        log.log_start_offset(),
+        start,
+        "log start survives a restart"
+    );
 }
 
 #[test]
@@ -139,9 +153,19 @@ fn retention_by_time_spares_recent_data_and_ignores_an_implausible_clock() {
     }
     let segments = log.segment_count();
     // A Pi that booted in 1970: nothing may be deleted.
-    assert_eq!(log.apply_retention(5_000).expect("retention").deleted_segments, 0);
+    assert_eq!(
+        log.apply_retention(5_000)
+            .expect("retention")
+            .deleted_segments,
+        0
+    );
     // Records are stamped 2026-01-01 (+i ms): one second later they are still young.
-    assert_eq!(log.apply_retention(NOW + 500).expect("retention").deleted_segments, 0);
+    assert_eq!(
+        log.apply_retention(NOW + 500)
+            .expect("retention")
+            .deleted_segments,
+        0
+    );
     // A day later every sealed segment has expired; the active one stays.
     let report = log.apply_retention(NOW + 86_400_000).expect("retention");
     assert_eq!(report.deleted_segments as usize, segments - 1);
@@ -175,7 +199,10 @@ fn damage_in_a_sealed_segment_is_quarantined_and_the_rest_kept() {
     // Remove the recovery point so that every segment is scanned, then damage the first.
     std::fs::remove_file(dir.path().join("recovery-point")).expect("remove checkpoint");
     let first = dir.path().join(format!("{:020}.log", 0));
-    let file = OpenOptions::new().write(true).open(&first).expect("open segment");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .expect("open segment");
     file.write_all_at(&[0xff; 8], 700).expect("damage");
     let (log, report) = Log::open(dir.path(), cfg, NOW).expect("reopen");
     assert_eq!(report.quarantined.len(), 1, "{report:?}");
