@@ -16,6 +16,8 @@
 
 pub mod alloc;
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod kafka;

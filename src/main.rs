@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use tern::cli;
 use tern::config::{Config, DEFAULT_TOML};
 
 #[derive(Parser)]
@@ -27,6 +28,34 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Create, list, describe, alter and delete topics.
+    Topics {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::TopicsCommand,
+    },
+    /// Produce stdin lines as records (like kafka-console-producer).
+    Produce {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(flatten)]
+        args: cli::ProduceArgs,
+    },
+    /// Print records of a topic (like kafka-console-consumer).
+    Consume {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(flatten)]
+        args: cli::ConsumeArgs,
+    },
+    /// Earliest / latest / by-time offsets per partition (like GetOffsetShell).
+    Offsets {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(flatten)]
+        args: cli::OffsetsArgs,
     },
 }
 
@@ -61,9 +90,35 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs a client command on a small single-threaded runtime.
+fn run_client<F: std::future::Future<Output = Result<(), tern::client::ClientError>>>(
+    future: F,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(future)?;
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Topics {
+            connection,
+            command,
+        } => run_client(cli::topics(&connection, command)),
+        Command::Produce { connection, args } => run_client(cli::produce(&connection, args)),
+        Command::Consume { connection, args } => run_client(cli::consume(&connection, args)),
+        Command::Offsets { connection, args } => run_client(cli::offsets(&connection, args)),
         Command::Serve { config } => {
             init_tracing();
             let config = match &config {

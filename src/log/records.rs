@@ -1,15 +1,17 @@
 //! Decoding the records inside a batch, for the few places that need them (ListOffsets by
-//! timestamp, the CLI consumer). The broker's data path never decodes records.
+//! timestamp, the CLI consumer). The broker's data path never decodes records. zstd is not
+//! decoded: it would pull a C library into the ARM build for a CLI convenience.
 
 use std::io::Read;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use kafka_protocol::compression::{Decompressor, Gzip, Snappy};
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 /// Why the records of a batch could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
-    #[error("records compressed with {0:?} cannot be decoded by tern (it reads none and lz4)")]
+    #[error("records compressed with {0:?} cannot be decoded by tern (it reads none, gzip, snappy and lz4)")]
     UnsupportedCodec(Compression),
     #[error("malformed records: {0}")]
     Malformed(String),
@@ -23,6 +25,8 @@ fn decompress(bytes: &mut Bytes, compression: Compression) -> anyhow::Result<Byt
             lz4_flex::frame::FrameDecoder::new(&bytes[..]).read_to_end(&mut out)?;
             Ok(Bytes::from(out))
         }
+        Compression::Gzip => Gzip::decompress(bytes, |b| Ok(b.copy_to_bytes(b.remaining()))),
+        Compression::Snappy => Snappy::decompress(bytes, |b| Ok(b.copy_to_bytes(b.remaining()))),
         other => Err(RecordsError::UnsupportedCodec(other).into()),
     }
 }

@@ -1,0 +1,61 @@
+//! Building and reading record batches on the client side.
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::client::ClientError;
+
+/// One record as the CLI produces it.
+pub struct Outgoing {
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+    pub timestamp: i64,
+}
+
+/// Encodes records as one uncompressed v2 batch from a non-idempotent producer.
+pub fn encode_batch(records: &[Outgoing]) -> Result<Bytes, ClientError> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let headers: IndexMap<StrBytes, Option<Bytes>> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
+                .collect();
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // offset - sequence stays constant (so all records share one batch) and the
+                // batch's base sequence is -1: "no sequence", as non-idempotent producers send.
+                sequence: i as i32 - 1,
+                timestamp: r.timestamp,
+                key: r.key.clone(),
+                value: Some(r.value.clone()),
+                headers,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| ClientError::Encode(format!("{e:#}")))?;
+    Ok(buf.freeze())
+}
