@@ -33,7 +33,8 @@ def peak_rss_kib(pid: int) -> int:
 def event(i: int) -> bytes:
     line = (
         f'{{"device":"sensor-{i % 500:03d}","ts":{1767225600000 + i},'
-        f'"temp_c":{18 + (i % 170) / 10:.1f},"hum":{30 + i % 50},"bat":{3 + (i % 9) / 10:.1f},"ok":true}}'
+        f'"temp_c":{18 + (i % 170) / 10:.1f},"hum":{30 + i % 50},"bat":{3 + (i % 9) / 10:.1f},'
+        f'"door":"closed","ok":true}}'
     )
     return line.encode()
 
@@ -75,12 +76,19 @@ def main() -> None:
         started = time.time()
         out = subprocess.run(
             ["kcat", "-C", "-b", tern.bootstrap, "-t", "bench", "-o", "beginning", "-e", "-q",
-             "-X", "fetch.message.max.bytes=8388608", "-f", "%o\n"],
+             "-X", "fetch.message.max.bytes=8388608",
+             # librdkafka 2.0 otherwise pauses up to 1 s whenever its queue passes 100k records.
+             "-X", "queued.min.messages=10000000", "-X", "queued.max.messages.kbytes=2097151",
+             "-f", "%o\n"],
             check=True, capture_output=True,
         ).stdout
         consume_s = time.time() - started
         consumed = out.count(b"\n")
 
+        metrics = tern.metrics()
+        fetch_s = metric(metrics, 'tern_request_duration_seconds_sum{api="fetch"}')
+        fetches = metric(metrics, 'tern_request_duration_seconds_count{api="fetch"}')
+        fsyncs = metric(metrics, "tern_fsync_duration_seconds_count")
         stored = sum(p.stat().st_size for p in (tern.data_dir / "topics" / "bench").rglob("*.log"))
         tern.stop()
         tern.start()
@@ -94,6 +102,8 @@ def main() -> None:
           f"{os.cpu_count()} cores ({cpu}), kcat {kcat_version()}")
     print(f"  produce (kcat, acks=all, lz4 storage): {n / produce_s:>12,.0f} records/s  ({produce_s:.2f} s)")
     print(f"  consume (kcat, from beginning):        {consumed / consume_s:>12,.0f} records/s  ({consume_s:.2f} s, {consumed:,} records)")
+    print(f"  broker time serving fetches:           {fetch_s:>12.2f} s over {fetches:.0f} fetches (incl. the final long poll)")
+    print(f"  fsyncs during the run:                 {fsyncs:>12.0f}")
     print(f"  broker RSS idle:                       {idle_rss / 1024:>12.1f} MiB")
     print(f"  broker RSS peak under load:            {peak_rss / 1024:>12.1f} MiB")
     print(f"  broker RSS after restart (idle):       {restart_rss / 1024:>12.1f} MiB")
@@ -102,9 +112,21 @@ def main() -> None:
     subprocess.run(["rm", "-rf", str(work)])
 
 
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return float("nan")
+
+
 def kcat_version() -> str:
-    out = subprocess.run(["kcat", "-V"], capture_output=True, text=True).stdout
-    return out.split()[1] if out else "?"
+    import re
+
+    out = subprocess.run(["kcat", "-V"], capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    version = re.search(r"Version (\S+)", text)
+    lib = re.search(r"librdkafka (\S+)", text)
+    return f"{version.group(1) if version else '?'} (librdkafka {lib.group(1) if lib else '?'})"
 
 
 if __name__ == "__main__":

@@ -94,3 +94,40 @@ def test_cli_reports_an_unreachable_broker(tmp_path):
     result = subprocess.run([TERN_BIN, "topics", "list", "--bootstrap-server", "127.0.0.1:1"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "cannot connect to 127.0.0.1:1" in result.stderr
+
+
+def test_offsets_by_timestamp_and_health(tern):
+    import urllib.request
+
+    producer = Producer({"bootstrap.servers": tern.bootstrap, "linger.ms": 0})
+    base = 1_767_225_600_000
+    for i in range(100):
+        producer.produce("timed", value=f"v{i}".encode(), timestamp=base + i * 1000)
+        producer.flush(10)  # one batch per record: the lookup must find the exact record
+    lines = tern_cli(tern, "offsets", "-t", "timed", "--time", str(base + 41_500)).stdout.split()
+    assert lines == ["timed:0:42"], lines
+    lines = tern_cli(tern, "offsets", "-t", "timed", "--time", str(base + 10**9)).stdout.split()
+    assert lines == ["timed:0:-1"], "after the last record: no offset"
+    with urllib.request.urlopen(f"http://127.0.0.1:{tern.http_port}/healthz", timeout=5) as r:
+        assert r.status == 200 and r.read() == b"ok\n"
+
+
+def test_advertised_address_is_what_clients_are_told(tern_factory):
+    from confluent_kafka.admin import AdminClient
+
+    tern = tern_factory(config='[kafka]\nadvertised_host = "localhost"\n')
+    brokers = AdminClient({"bootstrap.servers": tern.bootstrap}).list_topics(timeout=10).brokers
+    assert [(b.host, b.port) for b in brokers.values()] == [("localhost", tern.kafka_port)]
+
+
+def test_bad_config_file_is_refused_with_the_key_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[kafka]\nlisten = "127.0.0.1:0"\nmax_conections = 5\n')
+    result = subprocess.run([TERN_BIN, "serve", "--config", str(bad)], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "max_conections" in result.stderr
+    result = subprocess.run([TERN_BIN, "config", "check", str(bad)], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "max_conections" in result.stderr
+    default = subprocess.run([TERN_BIN, "config", "default"], capture_output=True, text=True, timeout=30).stdout
+    good = tmp_path / "good.toml"
+    good.write_text(default)
+    assert subprocess.run([TERN_BIN, "config", "check", str(good)], capture_output=True, timeout=30).returncode == 0
