@@ -35,7 +35,8 @@ class Tern:
     """One tern broker process. Ports stay the same across restarts, so clients that
     were connected reconnect to the restarted broker as they would in production."""
 
-    def __init__(self, workdir: pathlib.Path, config: str = "", name: str = "tern"):
+    def __init__(self, workdir: pathlib.Path, config: str = "", name: str = "tern",
+                 binary: str = TERN_BIN, runner: tuple = ()):
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
@@ -46,6 +47,9 @@ class Tern:
         self.proc = None
         self.log_path = self.workdir / f"{name}.log"
         self.starts = 0
+        # A foreign-architecture binary runs under an emulator such as qemu-aarch64.
+        self.binary = binary
+        self.runner = list(runner)
 
     @property
     def bootstrap(self) -> str:
@@ -65,8 +69,8 @@ listen = "127.0.0.1:{self.http_port}"
         return merge_toml(base, self.extra_config)
 
     def start(self, timeout: float = 30.0) -> "Tern":
-        if not os.path.exists(TERN_BIN):
-            raise RuntimeError(f"tern binary not found at {TERN_BIN}: run `cargo build --release` first")
+        if not os.path.exists(self.binary):
+            raise RuntimeError(f"tern binary not found at {self.binary}: build it first (cargo build --release, targets/build)")
         config_path = self.workdir / f"{self.name}.toml"
         config_path.write_text(self.config_text())
         self.starts += 1
@@ -74,7 +78,7 @@ listen = "127.0.0.1:{self.http_port}"
         log.write(f"\n===== start #{self.starts} =====\n")
         log.flush()
         self.proc = subprocess.Popen(
-            [TERN_BIN, "serve", "--config", str(config_path)],
+            [*self.runner, self.binary, "serve", "--config", str(config_path)],
             stdout=log,
             stderr=log,
             env={**os.environ, "TERN_LOG": os.environ.get("TERN_LOG", "info")},
