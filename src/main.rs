@@ -121,6 +121,7 @@ fn run() -> anyhow::Result<()> {
         Command::Offsets { connection, args } => run_client(cli::offsets(&connection, args)),
         Command::Serve { config } => {
             init_tracing();
+            tern::kafka::decode_guard::install_quiet_panic_hook();
             let config = match &config {
                 Some(path) => Config::load(path)?,
                 None => Config::embedded_default()?,

@@ -92,3 +92,24 @@ def test_musl_build_is_static_and_runs(tmp_path):
     assert "statically linked" in described or "static-pie linked" in described, described
     version = subprocess.run([*QEMU[target], binary(target), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("tern "), version.stderr
+
+
+def test_hostile_length_fields_do_not_kill_the_32_bit_broker(tmp_path):
+    """On 32-bit ARM a huge element count overflows `isize` inside the decoder; the broker
+    must answer with a closed connection, not die."""
+    from test_bad_input import CASES, closed_by_server, frame, read_response
+    import socket
+
+    target = "armv7-unknown-linux-gnueabihf"
+    tern = Tern(tmp_path / "armv7-hostile", binary=binary(target), runner=QEMU[target])
+    try:
+        tern.start(timeout=120)
+        for name in ("huge array count", "huge compact array", "2 GB length prefix", "garbage body"):
+            assert closed_by_server(tern.kafka_port, CASES[name][0], timeout=30), name
+        # Still alive and serving.
+        with socket.create_connection(("127.0.0.1", tern.kafka_port), timeout=30) as s:
+            s.sendall(frame(18, 0, 9, b""))
+            assert read_response(s)[:4] == (9).to_bytes(4, "big")
+        assert tern.proc.poll() is None
+    finally:
+        tern.kill()
