@@ -4,7 +4,7 @@
 pub mod cluster;
 pub mod consume;
 pub mod produce;
-pub mod records;
+
 pub mod topics;
 
 use std::time::Duration;

@@ -10,7 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::cluster::{leader_of, Cluster};
-use super::records::{encode_batch, Outgoing};
+use crate::client::records::{encode_batch, Outgoing};
 use crate::client::{error_name, partitioner, ClientError};
 
 pub struct ProduceOptions {

@@ -3,6 +3,7 @@
 //! Kafka broker, not only tern.
 
 pub mod partitioner;
+pub mod records;
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;

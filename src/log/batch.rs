@@ -255,48 +255,20 @@ pub fn compress_lz4(batch: &[u8]) -> Result<Option<Vec<u8>>, BatchError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use crate::client::records::{encode_batch, Outgoing};
+    use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-    /// Encodes `count` records with the codec crate, as a client would.
+    /// Encodes `count` keyed records with headers as one batch, as a client would.
     pub(crate) fn make_batch(count: usize, payload: &[u8]) -> Vec<u8> {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: 1_767_225_600_000 + i as i64,
+        let records: Vec<Outgoing> = (0..count)
+            .map(|i| Outgoing {
                 key: Some(bytes::Bytes::from(format!("key-{i}"))),
-                value: Some(bytes::Bytes::copy_from_slice(payload)),
-                headers: [(
-                    StrBytes::from_static_str("h"),
-                    Some(bytes::Bytes::from("v")),
-                )]
-                .into_iter()
-                .collect(),
+                value: bytes::Bytes::copy_from_slice(payload),
+                headers: vec![("h".to_string(), bytes::Bytes::from("v"))],
+                timestamp: 1_767_225_600_000 + i as i64,
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encode test batch");
-        buf.to_vec()
+        encode_batch(&records).expect("encode test batch").to_vec()
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Building and reading record batches on the client side.
+//! Building record batches on the client side (the CLI producer, and tests).
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
@@ -7,7 +7,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use crate::client::ClientError;
+use super::ClientError;
 
 /// One record as the CLI produces it.
 pub struct Outgoing {
