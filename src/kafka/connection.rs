@@ -70,8 +70,8 @@ pub async fn serve(
         let writer_task = tokio::spawn(write_responses(writer, rx).in_current_span());
         let outcome = read_requests(&broker, reader, tx, &shutdown).await;
         match outcome {
-            Ok(()) => debug!("client closed the connection"),
-            Err(why) => {
+            Ok(()) | Err(None) => debug!("client closed the connection"),
+            Err(Some(why)) => {
                 broker.metrics.bad_requests.inc();
                 warn!(reason = %why, "closing connection");
             }
@@ -113,17 +113,19 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<Option<Bytes
     Ok(Some(Bytes::from(body)))
 }
 
+/// Reads and dispatches requests until the client leaves (`Ok`), shutdown (`Ok`), or a
+/// protocol error (`Err(Some(reason))`). `Err(None)`: the writer stopped first.
 async fn read_requests(
     broker: &Arc<Broker>,
     mut reader: OwnedReadHalf,
     tx: mpsc::Sender<Outgoing>,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), Option<String>> {
     let max = broker.config.kafka.max_request_bytes;
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            frame = read_frame(&mut reader, max) => frame.map_err(|e| e.to_string())?,
+            frame = read_frame(&mut reader, max) => frame.map_err(|e| Some(e.to_string()))?,
         };
         let Some(mut frame) = frame else {
             return Ok(());
@@ -132,27 +134,31 @@ async fn read_requests(
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         let version = i16::from_be_bytes([frame[2], frame[3]]);
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let api = ApiKey::try_from(api_key).map_err(|_| format!("unknown API key {api_key}"))?;
+        let api =
+            ApiKey::try_from(api_key).map_err(|_| Some(format!("unknown API key {api_key}")))?;
         let Some((min, max_version)) = api::supported_versions(api) else {
-            return Err(format!("{api:?} (key {api_key}) is not supported by tern"));
+            return Err(Some(format!(
+                "{api:?} (key {api_key}) is not supported by tern"
+            )));
         };
         if version < min || version > max_version {
             if api == ApiKey::ApiVersions {
                 // KIP-511: answer in v0 with our ranges so the client can retry.
-                let header = response_header(correlation_id, api, 0)?;
+                let header = response_header(correlation_id, api, 0).map_err(Some)?;
                 let body = api::encode(&api::unsupported_version_response(), 0);
                 send(&tx, Outgoing::Ready { header, body }).await?;
                 continue;
             }
-            return Err(format!(
+            return Err(Some(format!(
                 "{api:?} v{version} is not supported (tern handles v{min}..=v{max_version})"
-            ));
+            )));
         }
         let header: RequestHeader =
             decode_guard::decode(&mut frame, api.request_header_version(version))
-                .map_err(|e| format!("malformed request header: {e}"))?;
-        let response_header = response_header(header.correlation_id, api, version)?;
-        let reply = api::dispatch(broker, api, version, &mut frame).map_err(|e| e.to_string())?;
+                .map_err(|e| Some(format!("malformed request header: {e}")))?;
+        let response_header = response_header(header.correlation_id, api, version).map_err(Some)?;
+        let reply =
+            api::dispatch(broker, api, version, &mut frame).map_err(|e| Some(e.to_string()))?;
         let metrics = Arc::clone(&broker.metrics);
         let api_name = api_name(api);
         let outgoing = match reply {
@@ -183,10 +189,10 @@ async fn read_requests(
     }
 }
 
-async fn send(tx: &mpsc::Sender<Outgoing>, outgoing: Outgoing) -> Result<(), String> {
-    tx.send(outgoing)
-        .await
-        .map_err(|_| "the connection's writer stopped".to_string())
+/// Queues a response. `Err(None)`: the writer is gone (the client left), which is not
+/// a protocol error.
+async fn send(tx: &mpsc::Sender<Outgoing>, outgoing: Outgoing) -> Result<(), Option<String>> {
+    tx.send(outgoing).await.map_err(|_| None)
 }
 
 fn response_header(correlation_id: i32, api: ApiKey, version: i16) -> Result<BytesMut, String> {
