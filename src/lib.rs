@@ -19,6 +19,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod groups;
 pub mod http;
 pub mod kafka;
 pub mod log;
