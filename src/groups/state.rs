@@ -606,13 +606,13 @@ impl Group {
             match self.members.remove(id) {
                 Some(member) => {
                     any = true;
-                    for waiter in member.join_waiter {
+                    if let Some(waiter) = member.join_waiter {
                         replies.push(Reply::Join(
                             waiter,
                             JoinResult::error(GroupError::UnknownMemberId, id),
                         ));
                     }
-                    for waiter in member.sync_waiter {
+                    if let Some(waiter) = member.sync_waiter {
                         replies.push(Reply::Sync(waiter, sync_error(GroupError::UnknownMemberId)));
                     }
                     results.push(Ok(()));
