@@ -4,4 +4,5 @@
 //! drives it from JoinGroup/SyncGroup/Heartbeat/LeaveGroup requests, the durable offset
 //! store (sled) and the API handlers come next (issue: consumer groups).
 
+pub mod offsets;
 pub mod state;
