@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::groups::coordinator::Coordinator;
+use crate::groups::offsets::{DurableCommits, OffsetStore, SledOffsets};
+use crate::groups::state::GroupLimits;
 use crate::log::GroupCommit;
 use crate::metrics::Metrics;
 use crate::topics::{Topic, TopicError, Topics};
@@ -14,6 +17,7 @@ pub struct Broker {
     pub topics: Topics,
     pub group_commit: GroupCommit,
     pub metrics: Arc<Metrics>,
+    pub groups: Arc<Coordinator>,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -34,6 +38,24 @@ impl Broker {
                 reason: e.to_string(),
             })?;
         let topics = Topics::open(&config.broker.data_dir, defaults)?;
+        let meta_dir = config.broker.data_dir.join("meta");
+        let store: Arc<dyn OffsetStore> = Arc::new(
+            SledOffsets::open(&meta_dir, config.groups.offsets_cache_bytes).map_err(|e| {
+                TopicError::BadMetadata {
+                    path: meta_dir.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?,
+        );
+        clamp_offsets_to_logs(store.as_ref(), &topics);
+        let groups = Coordinator::new(
+            GroupLimits {
+                min_session_timeout_ms: config.groups.min_session_timeout_ms,
+                max_session_timeout_ms: config.groups.max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.groups.initial_rebalance_delay_ms,
+            },
+            DurableCommits::start(store),
+        );
         let (group_commit, task) = GroupCommit::start(
             Duration::from_millis(config.storage.flush_linger_ms),
             Arc::clone(&metrics),
@@ -62,6 +84,7 @@ impl Broker {
                 topics,
                 group_commit,
                 metrics,
+                groups,
                 advertised_host,
                 advertised_port,
             }),
@@ -117,5 +140,44 @@ impl Broker {
         }
         self.metrics.stored_bytes.set(total);
         self.metrics.render()
+    }
+}
+
+/// Derived state is never ahead of the log: a committed offset past a partition's
+/// recovered end (the log lost an unsynced tail) is moved back to that end.
+fn clamp_offsets_to_logs(store: &dyn OffsetStore, topics: &Topics) {
+    let Ok(groups) = store.groups() else {
+        tracing::warn!("cannot list committed offsets for clamping");
+        return;
+    };
+    let mut changed = false;
+    for group in groups {
+        let Ok(entries) = store.get(&group) else {
+            continue;
+        };
+        let mut clamped = Vec::new();
+        for (topic, partition, mut committed) in entries {
+            let Some(end) = topics
+                .get(&topic)
+                .and_then(|t| t.partition(partition))
+                .map(|p| p.lock().high_watermark())
+            else {
+                continue;
+            };
+            if committed.offset > end {
+                tracing::warn!(%group, %topic, partition, committed = committed.offset, log_end = end,
+                    "committed offset is past the recovered log end; clamped");
+                committed.offset = end;
+                clamped.push((topic, partition, committed));
+            }
+        }
+        if !clamped.is_empty() && store.put(&group, &clamped).is_ok() {
+            changed = true;
+        }
+    }
+    if changed {
+        if let Err(e) = store.flush() {
+            tracing::error!(error = %e, "cannot persist clamped offsets");
+        }
     }
 }

@@ -39,7 +39,28 @@ pub struct Config {
     pub kafka: KafkaSection,
     pub http: HttpSection,
     pub storage: StorageSection,
+    pub groups: GroupsSection,
     pub topic_defaults: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsSection {
+    pub min_session_timeout_ms: u64,
+    pub max_session_timeout_ms: u64,
+    pub initial_rebalance_delay_ms: u64,
+    pub offsets_cache_bytes: u64,
+}
+
+impl Default for GroupsSection {
+    fn default() -> Self {
+        GroupsSection {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            offsets_cache_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +193,12 @@ impl Config {
                 "must be between 1 and 1024",
             ));
         }
+        if self.groups.min_session_timeout_ms > self.groups.max_session_timeout_ms {
+            return Err(invalid(
+                "groups.min_session_timeout_ms",
+                "must not exceed groups.max_session_timeout_ms",
+            ));
+        }
         if self.storage.retention_check_interval_ms == 0 {
             return Err(invalid(
                 "storage.retention_check_interval_ms",
@@ -232,6 +259,14 @@ mod tests {
         assert_eq!(config.http.listen, code.http.listen);
         assert_eq!(config.kafka.max_request_bytes, code.kafka.max_request_bytes);
         assert_eq!(config.broker.data_dir, code.broker.data_dir);
+        assert_eq!(
+            config.groups.initial_rebalance_delay_ms,
+            code.groups.initial_rebalance_delay_ms
+        );
+        assert_eq!(
+            config.groups.offsets_cache_bytes,
+            code.groups.offsets_cache_bytes
+        );
     }
 
     #[test]

@@ -4,5 +4,6 @@
 //! drives it from JoinGroup/SyncGroup/Heartbeat/LeaveGroup requests, the durable offset
 //! store (sled) and the API handlers come next (issue: consumer groups).
 
+pub mod coordinator;
 pub mod offsets;
 pub mod state;

@@ -68,7 +68,7 @@ pub async fn serve(
         let (reader, writer) = stream.into_split();
         let (tx, rx) = mpsc::channel(broker.config.kafka.max_in_flight_requests);
         let writer_task = tokio::spawn(write_responses(writer, rx).in_current_span());
-        let outcome = read_requests(&broker, reader, tx, &shutdown).await;
+        let outcome = read_requests(&broker, peer, reader, tx, &shutdown).await;
         match outcome {
             Ok(()) | Err(None) => debug!("client closed the connection"),
             Err(Some(why)) => {
@@ -117,6 +117,7 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<Option<Bytes
 /// protocol error (`Err(Some(reason))`). `Err(None)`: the writer stopped first.
 async fn read_requests(
     broker: &Arc<Broker>,
+    peer: SocketAddr,
     mut reader: OwnedReadHalf,
     tx: mpsc::Sender<Outgoing>,
     shutdown: &CancellationToken,
@@ -157,8 +158,16 @@ async fn read_requests(
             decode_guard::decode(&mut frame, api.request_header_version(version))
                 .map_err(|e| Some(format!("malformed request header: {e}")))?;
         let response_header = response_header(header.correlation_id, api, version).map_err(Some)?;
-        let reply =
-            api::dispatch(broker, api, version, &mut frame).map_err(|e| Some(e.to_string()))?;
+        let context = api::RequestContext {
+            client_id: header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            peer,
+        };
+        let reply = api::dispatch(broker, &context, api, version, &mut frame)
+            .map_err(|e| Some(e.to_string()))?;
         let metrics = Arc::clone(&broker.metrics);
         let api_name = api_name(api);
         let outgoing = match reply {
@@ -258,6 +267,16 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "create_partitions",
         ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
         ApiKey::DescribeCluster => "describe_cluster",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::ListGroups => "list_groups",
+        ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::DeleteGroups => "delete_groups",
         _ => "other",
     }
 }

@@ -31,6 +31,16 @@ fn decode_any(api: ApiKey, version: i16, bytes: &[u8]) -> bool {
             try_decode::<m::IncrementalAlterConfigsRequest>(bytes, version)
         }
         ApiKey::DescribeCluster => try_decode::<m::DescribeClusterRequest>(bytes, version),
+        ApiKey::FindCoordinator => try_decode::<m::FindCoordinatorRequest>(bytes, version),
+        ApiKey::JoinGroup => try_decode::<m::JoinGroupRequest>(bytes, version),
+        ApiKey::SyncGroup => try_decode::<m::SyncGroupRequest>(bytes, version),
+        ApiKey::Heartbeat => try_decode::<m::HeartbeatRequest>(bytes, version),
+        ApiKey::LeaveGroup => try_decode::<m::LeaveGroupRequest>(bytes, version),
+        ApiKey::OffsetCommit => try_decode::<m::OffsetCommitRequest>(bytes, version),
+        ApiKey::OffsetFetch => try_decode::<m::OffsetFetchRequest>(bytes, version),
+        ApiKey::ListGroups => try_decode::<m::ListGroupsRequest>(bytes, version),
+        ApiKey::DescribeGroups => try_decode::<m::DescribeGroupsRequest>(bytes, version),
+        ApiKey::DeleteGroups => try_decode::<m::DeleteGroupsRequest>(bytes, version),
         _ => false,
     }
 }

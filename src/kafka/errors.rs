@@ -39,3 +39,21 @@ pub fn code_and_message(e: &TopicError) -> (i16, Option<kafka_protocol::protocol
         )),
     )
 }
+
+pub fn group_error_code(e: crate::groups::state::GroupError) -> ResponseError {
+    use crate::groups::state::GroupError as G;
+    match e {
+        G::UnknownMemberId => ResponseError::UnknownMemberId,
+        G::IllegalGeneration => ResponseError::IllegalGeneration,
+        G::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        G::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        G::MemberIdRequired => ResponseError::MemberIdRequired,
+        G::FencedInstanceId => ResponseError::FencedInstanceId,
+        G::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+    }
+}
+
+/// 0 for success, the Kafka code otherwise.
+pub fn group_result_code(r: Result<(), crate::groups::state::GroupError>) -> i16 {
+    r.err().map(|e| group_error_code(e).code()).unwrap_or(0)
+}

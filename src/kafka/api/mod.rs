@@ -9,14 +9,24 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +57,23 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
+
+/// Who sent a request (JoinGroup records it; DescribeGroups shows it).
+pub struct RequestContext {
+    pub client_id: String,
+    pub peer: std::net::SocketAddr,
+}
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
@@ -110,6 +136,7 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 /// Decodes and handles one request whose version is known to be supported.
 pub fn dispatch(
     broker: &Arc<Broker>,
+    context: &RequestContext,
     api: ApiKey,
     version: i16,
     body: &mut Bytes,
@@ -161,6 +188,43 @@ pub fn dispatch(
             let _: m::DescribeClusterRequest = decode(api, version, body)?;
             Reply::now(describe_cluster::handle(broker), version)
         }
+        ApiKey::FindCoordinator => Reply::now(
+            find_coordinator::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::JoinGroup => join_group::handle(
+            broker,
+            decode(api, version, body)?,
+            version,
+            context.client_id.clone(),
+            format!("/{}", context.peer.ip()),
+        ),
+        ApiKey::SyncGroup => sync_group::handle(broker, decode(api, version, body)?, version),
+        ApiKey::Heartbeat => Reply::now(
+            heartbeat::handle(broker, decode(api, version, body)?),
+            version,
+        ),
+        ApiKey::LeaveGroup => Reply::now(
+            leave_group::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::OffsetCommit => offset_commit::handle(broker, decode(api, version, body)?, version),
+        ApiKey::OffsetFetch => Reply::now(
+            offset_fetch::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::ListGroups => Reply::now(
+            list_groups::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::DescribeGroups => Reply::now(
+            describe_groups::handle(broker, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::DeleteGroups => Reply::now(
+            delete_groups::handle(broker, decode(api, version, body)?),
+            version,
+        ),
         other => {
             return Err(RequestError::Malformed {
                 api: other,

@@ -1,0 +1,60 @@
+//! DescribeGroups: state, protocol and members with their metadata and assignments.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+
+use super::str_bytes;
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .iter()
+        .map(|id| {
+            let described = DescribedGroup::default().with_group_id(id.clone());
+            match broker.groups.describe(&id.0) {
+                Some(view) => described
+                    .with_group_state(str_bytes(view.state))
+                    .with_protocol_type(str_bytes(&view.protocol_type))
+                    .with_protocol_data(str_bytes(&view.protocol))
+                    .with_members(
+                        view.members
+                            .iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(str_bytes(&m.member_id))
+                                    .with_group_instance_id(if version >= 4 {
+                                        m.instance_id.as_deref().map(str_bytes)
+                                    } else {
+                                        None
+                                    })
+                                    .with_client_id(str_bytes(&m.client_id))
+                                    .with_client_host(str_bytes(&m.client_host))
+                                    .with_member_metadata(m.metadata.clone())
+                                    .with_member_assignment(m.assignment.clone())
+                            })
+                            .collect(),
+                    ),
+                None => {
+                    let has_offsets = broker
+                        .groups
+                        .offsets
+                        .store()
+                        .get(&id.0)
+                        .map(|o| !o.is_empty())
+                        .unwrap_or(false);
+                    described
+                        .with_group_state(str_bytes(if has_offsets { "Empty" } else { "Dead" }))
+                        .with_protocol_type(str_bytes(if has_offsets { "consumer" } else { "" }))
+                }
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,36 @@
+//! FindCoordinator: tern coordinates every group (and would every transaction) itself.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+
+use super::str_bytes;
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = broker.advertised();
+    let node = BrokerId(broker.node_id());
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(node)
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_node_id(node)
+        .with_host(str_bytes(host))
+        .with_port(port)
+}

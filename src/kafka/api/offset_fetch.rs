@@ -1,0 +1,83 @@
+//! OffsetFetch: committed offsets of a group (all, or the partitions asked for).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::broker::Broker;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let committed = match broker.groups.offsets.store().get(&request.group_id.0) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read committed offsets");
+            let mut r = OffsetFetchResponse::default();
+            if version >= 2 {
+                r.error_code = ResponseError::KafkaStorageError.code();
+            }
+            return r;
+        }
+    };
+    let lookup = |topic: &str, partition: i32| {
+        committed
+            .iter()
+            .find(|(t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, c)| c.clone())
+    };
+    let partition_response = |topic: &str, partition: i32| {
+        let found = lookup(topic, partition);
+        let mut r = OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(found.as_ref().map(|c| c.offset).unwrap_or(-1))
+            .with_metadata(Some(str_bytes(
+                found.as_ref().map(|c| c.metadata.as_str()).unwrap_or(""),
+            )));
+        if version >= 5 {
+            r.committed_leader_epoch = found.as_ref().map(|c| c.leader_epoch).unwrap_or(-1);
+        }
+        r
+    };
+    let topics = match &request.topics {
+        Some(topics) => topics
+            .iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| partition_response(&t.name.0, *p))
+                            .collect(),
+                    )
+            })
+            .collect(),
+        None => {
+            let mut names: Vec<&String> = committed.iter().map(|(t, _, _)| t).collect();
+            names.dedup();
+            names
+                .into_iter()
+                .map(|name| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(str_bytes(name)))
+                        .with_partitions(
+                            committed
+                                .iter()
+                                .filter(|(t, _, _)| t == name)
+                                .map(|(t, p, _)| partition_response(t, *p))
+                                .collect(),
+                        )
+                })
+                .collect()
+        }
+    };
+    OffsetFetchResponse::default().with_topics(topics)
+}

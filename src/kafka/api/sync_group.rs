@@ -1,0 +1,41 @@
+//! SyncGroup: the leader hands in every member's assignment; everyone gets theirs.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use super::{str_bytes, Reply};
+use crate::broker::Broker;
+use crate::kafka::errors::group_error_code;
+
+pub fn handle(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
+    let groups = Arc::clone(&broker.groups);
+    Reply::later(version, async move {
+        let assignments = request
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect();
+        let result = groups
+            .sync(
+                &request.group_id.0,
+                &request.member_id,
+                request.generation_id,
+                assignments,
+            )
+            .await;
+        let mut response = SyncGroupResponse::default()
+            .with_error_code(
+                result
+                    .error
+                    .map(|e| group_error_code(e).code())
+                    .unwrap_or(0),
+            )
+            .with_assignment(result.assignment);
+        if version >= 5 {
+            response.protocol_type = result.protocol_type.as_deref().map(str_bytes);
+            response.protocol_name = result.protocol_name.as_deref().map(str_bytes);
+        }
+        response
+    })
+}

@@ -1,0 +1,51 @@
+"""One consumer-group member as its own process (so a test can kill -9 it): consumes a
+topic with librdkafka, commits after processing, and appends "partition offset" lines for
+everything it processed to a file.
+
+    python3 group_member.py BOOTSTRAP GROUP TOPIC OUTFILE ASSIGNOR [INSTANCE_ID]
+"""
+
+import signal
+import sys
+
+from confluent_kafka import Consumer
+
+
+def main():
+    bootstrap, group, topic, outfile, assignor = sys.argv[1:6]
+    instance = sys.argv[6] if len(sys.argv) > 6 else None
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "partition.assignment.strategy": assignor,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }
+    if instance:
+        config["group.instance.id"] = instance
+    consumer = Consumer(config)
+    consumer.subscribe([topic])
+    running = [True]
+    signal.signal(signal.SIGTERM, lambda *_: running.__setitem__(0, False))
+    with open(outfile, "a", buffering=1) as out:
+        while running[0]:
+            msgs = consumer.consume(500, timeout=0.2)
+            if not msgs:
+                continue
+            for m in msgs:
+                if m.error():
+                    print(f"consumer error: {m.error()}", file=sys.stderr)
+                    continue
+                out.write(f"{m.partition()} {m.offset()}\n")
+            out.flush()
+            try:
+                consumer.commit(asynchronous=False)
+            except Exception as e:  # a commit refused during a rebalance is retried later
+                print(f"commit failed: {e}", file=sys.stderr)
+    consumer.close()  # LeaveGroup
+
+
+if __name__ == "__main__":
+    main()

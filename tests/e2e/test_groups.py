@@ -1,0 +1,141 @@
+"""Consumer groups with librdkafka: members share the partitions, survivors take over
+from a member killed without leaving and from one that leaves cleanly, every record is
+consumed at least once, and committed offsets survive a tern restart."""
+
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+HERE = pathlib.Path(__file__).parent
+FAST_GROUPS = "[groups]\ninitial_rebalance_delay_ms = 300\nmin_session_timeout_ms = 1000\n"
+PARTITIONS = 6
+
+
+def create_and_fill(bootstrap, topic, n):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    for i in range(n):
+        producer.produce(topic, key=f"k{i % 97}".encode(), value=f"v{i}".encode())
+        if i % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def ends(bootstrap, topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
+    finally:
+        c.close()
+
+
+def committed(bootstrap, group, topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=20)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def read_lines(path):
+    if not path.exists():
+        return []
+    return [tuple(map(int, line.split())) for line in path.read_text().splitlines() if line.strip()]
+
+
+def start_member(tern, group, topic, out, assignor, instance=None):
+    args = [sys.executable, str(HERE / "group_member.py"), tern.bootstrap, group, topic, str(out), assignor]
+    if instance:
+        args.append(instance)
+    return subprocess.Popen(args, stderr=subprocess.DEVNULL)
+
+
+def wait_until(predicate, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_members_share_take_over_and_commits_survive_restart(tern_factory, tmp_path, assignor):
+    tern = tern_factory(config=FAST_GROUPS)
+    topic, group, n = "events", f"g-{assignor}", 60_000
+    create_and_fill(tern.bootstrap, topic, n)
+    outs = [tmp_path / f"m{i}.txt" for i in range(3)]
+    members = [start_member(tern, group, topic, out, assignor) for out in outs]
+    try:
+        # All three get work.
+        assert wait_until(lambda: all(read_lines(o) for o in outs), 60), "not every member received partitions"
+        members[0].kill()  # kill -9: no LeaveGroup; its partitions move after the session timeout
+        members[1].terminate()  # clean shutdown: LeaveGroup
+        members[1].wait(timeout=30)
+
+        def all_consumed():
+            seen = {pair for o in outs for pair in read_lines(o)}
+            return len(seen) == n
+
+        assert wait_until(all_consumed, 120), "the survivor did not take over every partition"
+        end = ends(tern.bootstrap, topic)
+        assert wait_until(lambda: committed(tern.bootstrap, group, topic) == end, 30), "commits did not reach the end"
+    finally:
+        for m in members:
+            if m.poll() is None:
+                m.terminate()
+                m.wait(timeout=30)
+
+    seen = [pair for o in outs for pair in read_lines(o)]
+    unique = set(seen)
+    assert len(unique) == n and {p for p, _ in unique} == set(range(PARTITIONS))
+    for p in range(PARTITIONS):
+        offsets = sorted(o for q, o in unique if q == p)
+        assert offsets == list(range(end[p])), f"partition {p}: a record was never consumed"
+    print(f"\n{assignor}: {len(seen)} deliveries for {n} records ({len(seen) - n} redelivered after the kill)")
+
+    before = committed(tern.bootstrap, group, topic)
+    tern.stop()
+    tern.start()
+    assert committed(tern.bootstrap, group, topic) == before, "committed offsets must survive a restart"
+
+
+def test_static_member_gets_its_partitions_back_without_a_rebalance(tern_factory, tmp_path):
+    tern = tern_factory(config=FAST_GROUPS)
+    create_and_fill(tern.bootstrap, "doors", 6_000)
+    a_out, b_out = tmp_path / "a.txt", tmp_path / "b.txt"
+    a = start_member(tern, "static", "doors", a_out, "range", instance="lock-a")
+    b = start_member(tern, "static", "doors", b_out, "range", instance="lock-b")
+    try:
+        assert wait_until(lambda: read_lines(a_out) and read_lines(b_out), 60)
+        assert wait_until(lambda: len(set(read_lines(a_out)) | set(read_lines(b_out))) == 6_000, 60)
+        a_partitions = {p for p, _ in read_lines(a_out)}
+        b_partitions = {p for p, _ in read_lines(b_out)}
+        assert a_partitions and b_partitions and not (a_partitions & b_partitions)
+        consumed_before = set(read_lines(a_out)) | set(read_lines(b_out))
+        a.kill()  # lock-a crashes and comes back within its session timeout
+        a_out.write_text("")
+        a = start_member(tern, "static", "doors", a_out, "range", instance="lock-a")
+        time.sleep(2)
+        create_and_fill_more(tern.bootstrap, "doors", 6_000)
+        assert wait_until(lambda: len(consumed_before | set(read_lines(a_out)) | set(read_lines(b_out))) == 12_000, 60)
+        assert {p for p, _ in read_lines(a_out)} == a_partitions, "lock-a gets its own partitions back"
+        assert {p for p, _ in read_lines(b_out)} == b_partitions, "lock-b was never rebalanced"
+    finally:
+        for m in (a, b):
+            m.terminate()
+            m.wait(timeout=30)
+
+
+def create_and_fill_more(bootstrap, topic, n):
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(n):
+        producer.produce(topic, key=f"k{i % 97}".encode(), value=f"more{i}".encode())
+    assert producer.flush(60) == 0
