@@ -55,7 +55,7 @@ CASES = {
     "2 GB length prefix": (b"\x7f\xff\xff\xff" + b"\x00" * 8, "request size 2147483647 is outside"),
     "negative length": (b"\xff\xff\xff\xf0", "request size -16 is outside"),
     "unknown api key": (frame(999, 0, 1, b""), "unknown API key 999"),
-    "unsupported api": (frame(11, 5, 1, b""), "JoinGroup (key 11) is not supported"),
+    "unsupported api": (frame(24, 0, 1, b""), "AddPartitionsToTxn (key 24) is not supported"),
     "unsupported version": (frame(3, 99, 1, b""), "Metadata v99 is not supported"),
     "tls client hello": (bytes.fromhex("160301020001000200"), "TLS handshake"),
     "http request": (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP request"),
