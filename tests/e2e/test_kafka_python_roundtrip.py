@@ -80,3 +80,41 @@ def test_kafka_python_round_trip_and_cross_client_reads(tern):
     placed = produce_librdkafka(tern.bootstrap, "from-rdkafka-lz4", 5_000, "lz4", 0, tag="x")
     got = kafka_python_consume(tern.bootstrap, "from-rdkafka-lz4", 1, expect=5_000)
     assert set(got) == set(placed)
+
+
+def test_kafka_python_consumer_group_commits_and_resumes(tern_factory):
+    """kafka-python's group protocol versions (non-flexible) against tern's coordinator."""
+    tern = tern_factory(config="[groups]\ninitial_rebalance_delay_ms = 200\nmin_session_timeout_ms = 1000\n")
+    admin = KafkaAdminClient(bootstrap_servers=tern.bootstrap)
+    admin.create_topics([NewTopic("kp-group", num_partitions=3, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=tern.bootstrap, acks="all", enable_idempotence=False)
+    for i in range(3_000):
+        producer.send("kp-group", key=f"k{i % 10}".encode(), value=f"v{i}".encode())
+    producer.flush(30)
+    producer.close()
+
+    def consume(limit):
+        consumer = KafkaConsumer("kp-group", bootstrap_servers=tern.bootstrap, group_id="kp",
+                                 auto_offset_reset="earliest", enable_auto_commit=False,
+                                 consumer_timeout_ms=5_000, session_timeout_ms=6_000, heartbeat_interval_ms=500)
+        got = []
+        for record in consumer:
+            got.append((record.partition, record.offset))
+            if len(got) == limit:
+                break
+        consumer.commit()
+        consumer.close()
+        return got
+
+    first = consume(1_000)
+    assert len(first) == 1_000
+    rest = consume(10_000)
+    assert len(rest) == 2_000, "the second consumer resumes at the committed offsets"
+    assert not set(first) & set(rest)
+    admin = KafkaAdminClient(bootstrap_servers=tern.bootstrap)
+    listed = admin.list_groups()
+    assert "kp" in str(listed), listed
+    offsets = admin.list_group_offsets("kp")
+    admin.close()
+    assert sum(meta.offset for meta in offsets["kp"].values()) == 3_000, offsets
