@@ -36,6 +36,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::TopicsCommand,
     },
+    /// List, describe (with lag), reset offsets of and delete consumer groups.
+    Groups {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::GroupsCommand,
+    },
     /// Produce stdin lines as records (like kafka-console-producer).
     Produce {
         #[command(flatten)]
@@ -116,6 +123,10 @@ fn run() -> anyhow::Result<()> {
             connection,
             command,
         } => run_client(cli::topics(&connection, command)),
+        Command::Groups {
+            connection,
+            command,
+        } => run_client(cli::groups(&connection, command)),
         Command::Produce { connection, args } => run_client(cli::produce(&connection, args)),
         Command::Consume { connection, args } => run_client(cli::consume(&connection, args)),
         Command::Offsets { connection, args } => run_client(cli::offsets(&connection, args)),

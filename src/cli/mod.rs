@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod consume;
+pub mod groups;
 pub mod produce;
 
 pub mod topics;
@@ -57,6 +58,35 @@ pub enum TopicsCommand {
     },
     /// Delete a topic and its data.
     Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupsCommand {
+    /// List consumer groups.
+    List,
+    /// Members, committed offsets, log ends and lag per partition.
+    Describe { group: String },
+    /// Move a stopped group's committed offsets (dry run unless --execute).
+    ResetOffsets {
+        group: String,
+        #[arg(long, short)]
+        topic: String,
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        #[arg(long, group = "to")]
+        to_offset: Option<i64>,
+        /// Milliseconds since the epoch.
+        #[arg(long, group = "to")]
+        to_datetime: Option<i64>,
+        #[arg(long, group = "to", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Delete a group that has no members, with its committed offsets.
+    Delete { group: String },
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +194,39 @@ pub async fn topics(connection: &Connection, command: TopicsCommand) -> Result<(
             .await
         }
         TopicsCommand::Delete { name } => topics::delete(&mut cluster, &name).await,
+    }
+}
+
+pub async fn groups(connection: &Connection, command: GroupsCommand) -> Result<(), ClientError> {
+    let mut cluster = Cluster::connect(&connection.bootstrap).await?;
+    match command {
+        GroupsCommand::List => groups::list(&mut cluster).await,
+        GroupsCommand::Describe { group } => groups::describe(&mut cluster, &group).await,
+        GroupsCommand::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_datetime,
+            shift_by,
+            execute,
+        } => {
+            let to = match (to_earliest, to_latest, to_offset, to_datetime, shift_by) {
+                (true, _, _, _, _) => groups::ResetTo::Earliest,
+                (_, true, _, _, _) => groups::ResetTo::Latest,
+                (_, _, Some(o), _, _) => groups::ResetTo::Offset(o),
+                (_, _, _, Some(t), _) => groups::ResetTo::Datetime(t),
+                (_, _, _, _, Some(n)) => groups::ResetTo::ShiftBy(n),
+                _ => {
+                    return Err(ClientError::Kafka(
+                        "say where to: --to-earliest, --to-latest, --to-offset, --to-datetime or --shift-by".to_string(),
+                    ))
+                }
+            };
+            groups::reset_offsets(&mut cluster, &group, &topic, to, execute).await
+        }
+        GroupsCommand::Delete { group } => groups::delete(&mut cluster, &group).await,
     }
 }
 

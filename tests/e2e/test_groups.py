@@ -139,3 +139,55 @@ def create_and_fill_more(bootstrap, topic, n):
     for i in range(n):
         producer.produce(topic, key=f"k{i % 97}".encode(), value=f"more{i}".encode())
     assert producer.flush(60) == 0
+
+
+def test_groups_cli_describe_reset_and_delete(tern_factory, tmp_path):
+    from harness import TERN_BIN
+
+    def cli(*args, check=True):
+        r = subprocess.run([TERN_BIN, "groups", *args, "--bootstrap-server", tern.bootstrap],
+                           capture_output=True, text=True, timeout=60)
+        if check:
+            assert r.returncode == 0, r.stderr
+        return r
+
+    tern = tern_factory(config=FAST_GROUPS)
+    create_and_fill(tern.bootstrap, "meters", 3_000)
+    out = tmp_path / "m.txt"
+    member = start_member(tern, "billing", "meters", out, "range")
+    assert wait_until(lambda: len(read_lines(out)) == 3_000, 60)
+    assert wait_until(lambda: sum(committed(tern.bootstrap, "billing", "meters").values()) == 3_000, 30)
+
+    active = cli("describe", "billing").stdout
+    assert "is Stable" in active and "rdkafka" in active
+    refused = cli("reset-offsets", "billing", "-t", "meters", "--to-earliest", "--execute", check=False)
+    assert refused.returncode != 0 and "stop its consumers first" in refused.stderr
+    member.terminate()
+    member.wait(timeout=30)
+
+    assert "billing" in cli("list").stdout.split()
+    rows = [line.split() for line in cli("describe", "billing").stdout.splitlines() if line.startswith("billing ")]
+    assert len(rows) == PARTITIONS and all(r[5] == "0" for r in rows), rows  # LAG 0 everywhere
+
+    dry = cli("reset-offsets", "billing", "-t", "meters", "--to-earliest").stdout
+    assert "dry run" in dry
+    assert sum(committed(tern.bootstrap, "billing", "meters").values()) == 3_000, "a dry run changes nothing"
+    cli("reset-offsets", "billing", "-t", "meters", "--shift-by", "-10", "--execute")
+    assert sum(committed(tern.bootstrap, "billing", "meters").values()) == 3_000 - 10 * PARTITIONS
+    cli("reset-offsets", "billing", "-t", "meters", "--to-earliest", "--execute")
+    rows = [line.split() for line in cli("describe", "billing").stdout.splitlines() if line.startswith("billing ")]
+    assert all(r[3] == "0" and r[5] == r[4] for r in rows), rows  # CURRENT 0, LAG = LOG-END
+
+    # Its consumers then start where told: from the beginning again.
+    out2 = tmp_path / "m2.txt"
+    again = start_member(tern, "billing", "meters", out2, "range")
+    try:
+        assert wait_until(lambda: len(read_lines(out2)) == 3_000, 60)
+    finally:
+        again.terminate()
+        again.wait(timeout=30)
+
+    cli("delete", "billing")
+    assert "billing" not in cli("list").stdout.split()
+    missing = cli("delete", "billing", check=False)
+    assert missing.returncode != 0 and "GroupIdNotFound" in missing.stderr
