@@ -139,7 +139,7 @@ pub async fn describe(cluster: &mut Cluster, group: &str) -> Result<(), ClientEr
     }
     println!("Consumer group '{group}' is {state}.\n");
     println!(
-        "{:<20} {:<20} {:>9} {:>14} {:>14} {:>8} {:<40} {:<16} {}",
+        "{:<20} {:<20} {:>9} {:>14} {:>14} {:>8} {:<40} {:<16} CLIENT-ID",
         "GROUP",
         "TOPIC",
         "PARTITION",
@@ -147,8 +147,7 @@ pub async fn describe(cluster: &mut Cluster, group: &str) -> Result<(), ClientEr
         "LOG-END-OFFSET",
         "LAG",
         "CONSUMER-ID",
-        "HOST",
-        "CLIENT-ID"
+        "HOST"
     );
     for ((topic, partition), (current, end)) in rows {
         let (member, host, client) = owners
