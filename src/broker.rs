@@ -10,6 +10,7 @@ use crate::groups::offsets::{DurableCommits, OffsetStore, SledOffsets};
 use crate::groups::state::GroupLimits;
 use crate::log::GroupCommit;
 use crate::metrics::Metrics;
+use crate::producer_ids::ProducerIds;
 use crate::topics::{Topic, TopicError, Topics};
 
 pub struct Broker {
@@ -18,6 +19,7 @@ pub struct Broker {
     pub group_commit: GroupCommit,
     pub metrics: Arc<Metrics>,
     pub groups: Arc<Coordinator>,
+    pub producer_ids: ProducerIds,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -39,14 +41,13 @@ impl Broker {
             })?;
         let topics = Topics::open(&config.broker.data_dir, defaults)?;
         let meta_dir = config.broker.data_dir.join("meta");
-        let store: Arc<dyn OffsetStore> = Arc::new(
-            SledOffsets::open(&meta_dir, config.groups.offsets_cache_bytes).map_err(|e| {
-                TopicError::BadMetadata {
-                    path: meta_dir.display().to_string(),
-                    reason: e.to_string(),
-                }
-            })?,
-        );
+        let sled_offsets = SledOffsets::open(&meta_dir, config.groups.offsets_cache_bytes)
+            .map_err(|e| TopicError::BadMetadata {
+                path: meta_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let producer_ids = ProducerIds::new(sled_offsets.db());
+        let store: Arc<dyn OffsetStore> = Arc::new(sled_offsets);
         clamp_offsets_to_logs(store.as_ref(), &topics);
         let groups = Coordinator::new(
             GroupLimits {
@@ -85,6 +86,7 @@ impl Broker {
                 group_commit,
                 metrics,
                 groups,
+                producer_ids,
                 advertised_host,
                 advertised_port,
             }),

@@ -7,6 +7,8 @@
 //! - `topics`     topics, partitions and topic configs (Kafka names), on-disk registry.
 //! - `broker`     shared state handed to every connection and task.
 //! - `kafka`      the Kafka-protocol listener: framing, one handler per API.
+//! - `groups`     consumer groups: state machine, coordinator, committed offsets.
+//! - `producer_ids` ids for idempotent producers (InitProducerId).
 //! - `retention`  background retention and the global disk budget.
 //! - `http`       `/healthz` and `/metrics`.
 //! - `metrics`    Prometheus counters and gauges.
@@ -24,6 +26,7 @@ pub mod http;
 pub mod kafka;
 pub mod log;
 pub mod metrics;
+pub mod producer_ids;
 pub mod retention;
 pub mod server;
 pub mod topics;

@@ -118,6 +118,13 @@ impl SledOffsets {
     }
 }
 
+impl SledOffsets {
+    /// The same sled database, for the producer-id generator.
+    pub fn db(&self) -> sled::Db {
+        self.db.clone()
+    }
+}
+
 impl OffsetStore for SledOffsets {
     fn put(&self, group: &str, entries: &[Entry]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();

@@ -277,6 +277,7 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ListGroups => "list_groups",
         ApiKey::DescribeGroups => "describe_groups",
         ApiKey::DeleteGroups => "delete_groups",
+        ApiKey::InitProducerId => "init_producer_id",
         _ => "other",
     }
 }

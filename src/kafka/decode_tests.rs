@@ -41,6 +41,7 @@ fn decode_any(api: ApiKey, version: i16, bytes: &[u8]) -> bool {
         ApiKey::ListGroups => try_decode::<m::ListGroupsRequest>(bytes, version),
         ApiKey::DescribeGroups => try_decode::<m::DescribeGroupsRequest>(bytes, version),
         ApiKey::DeleteGroups => try_decode::<m::DeleteGroupsRequest>(bytes, version),
+        ApiKey::InitProducerId => try_decode::<m::InitProducerIdRequest>(bytes, version),
         _ => false,
     }
 }

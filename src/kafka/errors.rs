@@ -12,6 +12,12 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        LogError::Sequence(crate::log::producer_state::SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        LogError::Sequence(crate::log::producer_state::SequenceError::Fenced { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
     }
 }
 

@@ -24,6 +24,8 @@ const OFF_LAST_OFFSET_DELTA: usize = 23;
 const OFF_BASE_TIMESTAMP: usize = 27;
 const OFF_MAX_TIMESTAMP: usize = 35;
 const OFF_PRODUCER_ID: usize = 43;
+const OFF_PRODUCER_EPOCH: usize = 51;
+const OFF_BASE_SEQUENCE: usize = 53;
 const OFF_RECORD_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
@@ -83,6 +85,8 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -119,6 +123,8 @@ impl BatchHeader {
             base_timestamp: be_i64(bytes, OFF_BASE_TIMESTAMP),
             max_timestamp: be_i64(bytes, OFF_MAX_TIMESTAMP),
             producer_id: be_i64(bytes, OFF_PRODUCER_ID),
+            producer_epoch: be_i16(bytes, OFF_PRODUCER_EPOCH),
+            base_sequence: be_i32(bytes, OFF_BASE_SEQUENCE),
             record_count: be_i32(bytes, OFF_RECORD_COUNT),
         };
         if header.magic != MAGIC_V2 as i8 {
@@ -154,6 +160,21 @@ impl BatchHeader {
 
     pub fn codec(&self) -> Codec {
         Codec::from_attributes(self.attributes).unwrap_or(Codec::None)
+    }
+
+    /// Written by an idempotent producer: its sequence numbers must be checked.
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0 && self.base_sequence >= 0
+    }
+
+    /// Sequence number of the batch's last record (sequences wrap at i32::MAX, as in Kafka).
+    pub fn last_sequence(&self) -> i32 {
+        let last = self.base_sequence as i64 + self.last_offset_delta as i64;
+        if last > i32::MAX as i64 {
+            (last - i32::MAX as i64 - 1) as i32
+        } else {
+            last as i32
+        }
     }
 
     pub fn is_control(&self) -> bool {

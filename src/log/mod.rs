@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod group_commit;
 pub mod index;
 pub mod partition;
+pub mod producer_state;
 pub mod records;
 pub mod segment;
 #[cfg(test)]
@@ -72,6 +73,8 @@ pub enum LogError {
     NotDurable(String),
     #[error("the log is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Sequence(#[from] producer_state::SequenceError),
 }
 
 impl LogError {

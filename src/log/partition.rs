@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use super::batch::{self, BatchHeader, Codec};
 use super::checkpoint::{self, LOG_START_OFFSET, RECOVERY_POINT};
+use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::Segment;
 use super::{CompressionPolicy, LogConfig, LogError};
 
@@ -65,6 +66,7 @@ pub struct Log {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     durable: DurablePoint,
+    producers: ProducerStates,
 }
 
 fn segment_bases(dir: &Path) -> std::io::Result<Vec<i64>> {
@@ -156,8 +158,10 @@ impl Log {
                 segment_base: 0,
                 position: 0,
             },
+            producers: ProducerStates::default(),
         };
         let end = log.log_end_offset();
+        log.rebuild_producer_states()?;
         log.log_start_offset = start_checkpoint.clamp(first_base, end);
         // What recovery kept may sit in the page cache only (the process died, not the
         // machine): make it durable before serving it.
@@ -169,6 +173,29 @@ impl Log {
             position: active.size(),
         };
         Ok((log, report))
+    }
+
+    /// Idempotent-producer state from the batch headers of the newest segments: enough
+    /// to recognise any retry still in flight, without reading the whole log at startup.
+    fn rebuild_producer_states(&mut self) -> Result<(), LogError> {
+        const SEGMENTS_SCANNED: usize = 2;
+        let mut states = ProducerStates::default();
+        let newest: Vec<&Segment> = self
+            .segments
+            .values()
+            .rev()
+            .take(SEGMENTS_SCANNED)
+            .collect();
+        for segment in newest.into_iter().rev() {
+            let headers = segment
+                .headers_from(0, segment.size())
+                .map_err(|e| LogError::io(&self.dir, e))?;
+            for (_, header) in headers {
+                states.record(&header);
+            }
+        }
+        self.producers = states;
+        Ok(())
     }
 
     fn active(&self) -> &Segment {
@@ -227,11 +254,26 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let mut next_offset = self.log_end_offset();
-        let base_offset = next_offset;
+        let mut base_offset = next_offset;
         let mut buffer = Vec::new();
         let mut stamped = Vec::with_capacity(batches.len());
         let mut records = 0u64;
-        for (header, bytes) in batches {
+        let mut duplicate_end = None;
+        for (i, (header, bytes)) in batches.iter().enumerate() {
+            if header.is_idempotent() {
+                if let SequenceCheck::Duplicate {
+                    base_offset: dup_base,
+                    last_offset: dup_last,
+                } = self.producers.check(header)?
+                {
+                    // A retry of a batch already in the log: answer with its offsets.
+                    if i == 0 {
+                        base_offset = dup_base;
+                    }
+                    duplicate_end = Some(dup_last);
+                    continue;
+                }
+            }
             if bytes.len() > self.config.max_message_bytes {
                 return Err(LogError::TooLarge {
                     size: bytes.len(),
@@ -253,6 +295,15 @@ impl Log {
             next_offset = stamped_header.next_offset();
             records += header.record_count.max(0) as u64;
         }
+        if buffer.is_empty() {
+            let last_offset = duplicate_end.unwrap_or(next_offset - 1);
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset,
+                records: 0,
+                stored_bytes: 0,
+            });
+        }
         self.maybe_roll(buffer.len() as u64, now_ms)?;
         let index_interval = self.config.index_interval_bytes;
         let dir = self.dir.clone();
@@ -272,6 +323,9 @@ impl Log {
                 error!(dir = %dir.display(), error = %cut, "could not cut back a failed append");
             }
             return Err(LogError::io(&dir, e));
+        }
+        for (_, header) in &stamped {
+            self.producers.record(header);
         }
         Ok(AppendInfo {
             base_offset,
@@ -341,6 +395,7 @@ impl Log {
     /// is cut so that nothing unacknowledged or half-written can be served later.
     pub fn discard_unsynced(&mut self) -> Result<(), LogError> {
         let durable = self.durable;
+        self.producers.truncate(durable.offset);
         let dir = self.dir.clone();
         let later: Vec<i64> = self
             .segments

@@ -264,3 +264,78 @@ proptest! {
         prop_assert_eq!(base, expected_end, "appends continue after the valid prefix");
     }
 }
+
+/// A client batch as an idempotent producer would send it.
+fn idempotent_batch(records: usize, producer_id: i64, epoch: i16, first_seq: i32) -> Vec<u8> {
+    let mut bytes = make_batch(records, b"idem");
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&first_seq.to_be_bytes());
+    let crc = batch::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+fn append_raw(log: &mut Log, bytes: &[u8]) -> Result<super::AppendInfo, super::LogError> {
+    let batches = batch::split_batches(bytes).expect("valid batch");
+    let info = log.append(&batches, NOW)?;
+    let (file, point) = log.sync_target();
+    file.sync_data().expect("fsync");
+    log.mark_durable(point);
+    Ok(info)
+}
+
+#[test]
+fn idempotent_producer_retries_are_deduplicated_even_after_a_restart() {
+    use super::producer_state::SequenceError;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    let a = idempotent_batch(3, 7, 0, 0);
+    let first = append_raw(&mut log, &a).expect("append");
+    assert_eq!((first.base_offset, first.last_offset), (0, 2));
+    let retry = append_raw(&mut log, &a).expect("a retry succeeds");
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.stored_bytes),
+        (0, 2, 0)
+    );
+    assert_eq!(log.log_end_offset(), 3, "nothing written twice");
+    let b = idempotent_batch(2, 7, 0, 3);
+    assert_eq!(append_raw(&mut log, &b).expect("next").base_offset, 3);
+    let gap = append_raw(&mut log, &idempotent_batch(1, 7, 0, 10));
+    assert!(matches!(
+        gap,
+        Err(super::LogError::Sequence(SequenceError::OutOfOrder {
+            expected: 5,
+            ..
+        }))
+    ));
+    // Another producer is independent; an unknown producer may start anywhere.
+    assert_eq!(
+        append_raw(&mut log, &idempotent_batch(1, 8, 0, 42))
+            .expect("other")
+            .base_offset,
+        5
+    );
+
+    drop(log);
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("reopen");
+    let retry = append_raw(&mut log, &b).expect("retry after restart");
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (3, 4),
+        "state rebuilt from the log"
+    );
+    assert_eq!(log.log_end_offset(), 6);
+    // A new epoch starts over; the old epoch is fenced.
+    assert_eq!(
+        append_raw(&mut log, &idempotent_batch(1, 7, 1, 0))
+            .expect("epoch 1")
+            .base_offset,
+        6
+    );
+    let old = append_raw(&mut log, &idempotent_batch(1, 7, 0, 5));
+    assert!(matches!(
+        old,
+        Err(super::LogError::Sequence(SequenceError::Fenced { .. }))
+    ));
+}

@@ -3,6 +3,8 @@ restart each acknowledged record is still there, at the offset it was acknowledg
 offsets are never reused, and nothing torn is ever served."""
 
 import functools
+
+import pytest
 import random
 import threading
 import time
@@ -14,7 +16,8 @@ KILLS = 6
 PARTITIONS = 3
 
 
-def test_acknowledged_records_survive_kill_9(tern):
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_acknowledged_records_survive_kill_9(tern, idempotent):
     admin = AdminClient({"bootstrap.servers": tern.bootstrap})
     admin.create_topics([NewTopic("crash", num_partitions=PARTITIONS, replication_factor=1)])["crash"].result(30)
 
@@ -40,7 +43,7 @@ def test_acknowledged_records_survive_kill_9(tern):
             "message.timeout.ms": 120_000,
             "reconnect.backoff.ms": 20,
             "reconnect.backoff.max.ms": 200,
-            "enable.idempotence": False,
+            "enable.idempotence": idempotent,
         })
         i = 0
         while not stop.is_set():
@@ -99,4 +102,14 @@ def test_acknowledged_records_survive_kill_9(tern):
     for snapshot in acked_before_kill + [acked]:
         for key, i in snapshot.items():
             assert stored.get(key) == f"record-{i}".encode(), f"acknowledged record {i} at {key} lost or changed"
+    if idempotent:
+        # Exactly once and in order: every record at most once, per partition in send order.
+        values = {}
+        for (p, o), v in stored.items():
+            values.setdefault(p, []).append((o, int(v.decode().split("-")[1])))
+        all_i = [i for p in values for _, i in values[p]]
+        assert len(all_i) == len(set(all_i)), f"{len(all_i) - len(set(all_i))} records stored twice"
+        for p, pairs in values.items():
+            seq = [i for _, i in sorted(pairs)]
+            assert seq == sorted(seq), f"partition {p}: records out of send order"
     print(f"\n{len(acked)} acknowledged, {len(stored)} stored, {len(errors)} delivery errors, {KILLS} kills")

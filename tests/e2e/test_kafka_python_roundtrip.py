@@ -50,8 +50,8 @@ def test_kafka_python_round_trip_and_cross_client_reads(tern):
             compression_type=codec,
             max_request_size=4 << 20,
             linger_ms=5,
-            # Idempotence (InitProducerId) arrives with the consumer-groups issue.
-            enable_idempotence=False,
+            # kafka-python 3 is idempotent by default (InitProducerId + sequences), as the
+            # Java client is.
         )
         futures = []
         for i in range(N):
@@ -88,7 +88,7 @@ def test_kafka_python_consumer_group_commits_and_resumes(tern_factory):
     admin = KafkaAdminClient(bootstrap_servers=tern.bootstrap)
     admin.create_topics([NewTopic("kp-group", num_partitions=3, replication_factor=1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=tern.bootstrap, acks="all", enable_idempotence=False)
+    producer = KafkaProducer(bootstrap_servers=tern.bootstrap, acks="all")
     for i in range(3_000):
         producer.send("kp-group", key=f"k{i % 10}".encode(), value=f"v{i}".encode())
     producer.flush(30)

@@ -18,6 +18,7 @@ mod describe_groups;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
+mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -67,6 +68,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// Who sent a request (JoinGroup records it; DescribeGroups shows it).
@@ -188,6 +190,10 @@ pub fn dispatch(
             let _: m::DescribeClusterRequest = decode(api, version, body)?;
             Reply::now(describe_cluster::handle(broker), version)
         }
+        ApiKey::InitProducerId => Reply::now(
+            init_producer_id::handle(broker, decode(api, version, body)?),
+            version,
+        ),
         ApiKey::FindCoordinator => Reply::now(
             find_coordinator::handle(broker, decode(api, version, body)?, version),
             version,
