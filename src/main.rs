@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::GroupsCommand,
     },
+    /// Delete records before an offset (like kafka-delete-records).
+    Records {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::RecordsCommand,
+    },
     /// Produce stdin lines as records (like kafka-console-producer).
     Produce {
         #[command(flatten)]
@@ -127,6 +134,10 @@ fn run() -> anyhow::Result<()> {
             connection,
             command,
         } => run_client(cli::groups(&connection, command)),
+        Command::Records {
+            connection,
+            command,
+        } => run_client(cli::records(&connection, command)),
         Command::Produce { connection, args } => run_client(cli::produce(&connection, args)),
         Command::Consume { connection, args } => run_client(cli::consume(&connection, args)),
         Command::Offsets { connection, args } => run_client(cli::offsets(&connection, args)),

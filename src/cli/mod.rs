@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod consume;
+pub mod delete_records;
 pub mod groups;
 pub mod produce;
 
@@ -87,6 +88,21 @@ pub enum GroupsCommand {
     },
     /// Delete a group that has no members, with its committed offsets.
     Delete { group: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordsCommand {
+    /// Delete records before an offset (moves the log start offset).
+    Delete {
+        #[arg(long, short)]
+        topic: String,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// First offset to keep; -1 deletes everything up to the end.
+        #[arg(long, allow_hyphen_values = true)]
+        before: i64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +243,17 @@ pub async fn groups(connection: &Connection, command: GroupsCommand) -> Result<(
             groups::reset_offsets(&mut cluster, &group, &topic, to, execute).await
         }
         GroupsCommand::Delete { group } => groups::delete(&mut cluster, &group).await,
+    }
+}
+
+pub async fn records(connection: &Connection, command: RecordsCommand) -> Result<(), ClientError> {
+    let mut cluster = Cluster::connect(&connection.bootstrap).await?;
+    match command {
+        RecordsCommand::Delete {
+            topic,
+            partition,
+            before,
+        } => delete_records::run(&mut cluster, &topic, partition, before).await,
     }
 }
 

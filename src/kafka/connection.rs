@@ -278,6 +278,7 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "describe_groups",
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::InitProducerId => "init_producer_id",
+        ApiKey::OffsetDelete => "offset_delete",
         _ => "other",
     }
 }

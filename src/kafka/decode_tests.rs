@@ -42,6 +42,7 @@ fn decode_any(api: ApiKey, version: i16, bytes: &[u8]) -> bool {
         ApiKey::DescribeGroups => try_decode::<m::DescribeGroupsRequest>(bytes, version),
         ApiKey::DeleteGroups => try_decode::<m::DeleteGroupsRequest>(bytes, version),
         ApiKey::InitProducerId => try_decode::<m::InitProducerIdRequest>(bytes, version),
+        ApiKey::OffsetDelete => try_decode::<m::OffsetDeleteRequest>(bytes, version),
         _ => false,
     }
 }

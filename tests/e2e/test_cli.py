@@ -131,3 +131,15 @@ def test_bad_config_file_is_refused_with_the_key_named(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(default)
     assert subprocess.run([TERN_BIN, "config", "check", str(good)], capture_output=True, timeout=30).returncode == 0
+
+
+def test_records_delete_moves_the_log_start(tern):
+    lines = "".join(f"r{i}\n" for i in range(100))
+    tern_cli(tern, "produce", "-t", "purge", "--partition", "0", stdin=lines)
+    out = tern_cli(tern, "records", "delete", "-t", "purge", "--before", "40").stdout
+    assert "purge:0\tlow watermark 40" in out
+    assert tern_cli(tern, "offsets", "-t", "purge", "--time", "earliest").stdout.split() == ["purge:0:40"]
+    first = tern_cli(tern, "consume", "-t", "purge", "--from-beginning", "--max-messages", "1").stdout.strip()
+    assert first == "r40"
+    bad = tern_cli(tern, "records", "delete", "-t", "purge", "--before", "1000", check=False)
+    assert bad.returncode != 0 and "OffsetOutOfRange" in bad.stderr

@@ -191,3 +191,45 @@ def test_groups_cli_describe_reset_and_delete(tern_factory, tmp_path):
     assert "billing" not in cli("list").stdout.split()
     missing = cli("delete", "billing", check=False)
     assert missing.returncode != 0 and "GroupIdNotFound" in missing.stderr
+
+
+def test_group_requests_with_bad_input_get_kafka_errors(tern_factory, tmp_path):
+    """Commits for unknown partitions, stale generations, unknown members and oversized
+    metadata are refused with Kafka's codes and change nothing."""
+    import socket
+    import struct
+
+    from test_bad_input import frame, read_response
+
+    tern = tern_factory(config=FAST_GROUPS)
+    create_and_fill(tern.bootstrap, "audit", 100)
+
+    def commit(group, generation, member, topic, partition, offset, metadata=b""):
+        body = (struct.pack(">h", len(group)) + group + struct.pack(">i", generation)
+                + struct.pack(">h", len(member)) + member + struct.pack(">q", -1)  # retention
+                + struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+                + struct.pack(">i", 1) + struct.pack(">iq", partition, offset)
+                + struct.pack(">h", len(metadata)) + metadata)
+        with socket.create_connection(("127.0.0.1", tern.kafka_port), timeout=10) as s:
+            s.sendall(frame(8, 2, 1, body))  # OffsetCommit v2
+            resp = read_response(s)
+        # correlation, topics[1], name, partitions[1], index, error
+        name_len = struct.unpack(">h", resp[8:10])[0]
+        at = 10 + name_len + 4 + 4
+        return struct.unpack(">h", resp[at:at + 2])[0]
+
+    assert commit(b"ops", -1, b"", b"audit", 0, 5) == 0
+    assert commit(b"ops", -1, b"", b"audit", 99, 5) == 3, "UNKNOWN_TOPIC_OR_PARTITION"
+    assert commit(b"ops", -1, b"", b"nope", 0, 5) == 3
+    assert commit(b"ops", -1, b"", b"audit", 0, 6, metadata=b"x" * 5000) == 12, "OFFSET_METADATA_TOO_LARGE"
+    assert commit(b"ops", 3, b"ghost", b"audit", 0, 7) == 25, "UNKNOWN_MEMBER_ID"
+    out = tmp_path / "m.txt"
+    member = start_member(tern, "ops", "audit", out, "range")
+    try:
+        assert wait_until(lambda: len(read_lines(out)) >= 95, 60)
+        assert commit(b"ops", -1, b"", b"audit", 0, 1) == 25, "a simple commit into an active group"
+        assert commit(b"ops", 0, b"ghost", b"audit", 0, 1) == 25
+    finally:
+        member.terminate()
+        member.wait(timeout=30)
+    assert committed(tern.bootstrap, "ops", "audit")[0] != 1, "refused commits changed nothing"

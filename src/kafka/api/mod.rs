@@ -25,6 +25,7 @@ mod list_groups;
 mod list_offsets;
 mod metadata;
 mod offset_commit;
+mod offset_delete;
 mod offset_fetch;
 mod produce;
 mod sync_group;
@@ -69,6 +70,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Who sent a request (JoinGroup records it; DescribeGroups shows it).
@@ -190,6 +192,10 @@ pub fn dispatch(
             let _: m::DescribeClusterRequest = decode(api, version, body)?;
             Reply::now(describe_cluster::handle(broker), version)
         }
+        ApiKey::OffsetDelete => Reply::now(
+            offset_delete::handle(broker, decode(api, version, body)?),
+            version,
+        ),
         ApiKey::InitProducerId => Reply::now(
             init_producer_id::handle(broker, decode(api, version, body)?),
             version,
