@@ -106,6 +106,20 @@ impl Cluster {
     }
 }
 
+/// Partition indexes grouped by their leader, for one request per broker.
+pub fn by_leader(
+    partitions: &[(i32, i32)],
+    keep: impl Fn(i32) -> bool,
+) -> std::collections::BTreeMap<i32, Vec<i32>> {
+    let mut out: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    for (p, leader) in partitions {
+        if keep(*p) {
+            out.entry(*leader).or_default().push(*p);
+        }
+    }
+    out
+}
+
 pub fn leader_of(partitions: &[(i32, i32)], partition: i32) -> Option<i32> {
     partitions
         .iter()

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, Topic
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::cluster::{leader_of, Cluster};
+use super::cluster::{by_leader, leader_of, Cluster};
 use crate::client::{error_name, ClientError};
 use crate::log::records;
 
@@ -42,12 +42,8 @@ pub async fn list_offsets(
     partitions: &[(i32, i32)],
     timestamp: i64,
 ) -> Result<BTreeMap<i32, i64>, ClientError> {
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for (p, leader) in partitions {
-        by_leader.entry(*leader).or_default().push(*p);
-    }
     let mut out = BTreeMap::new();
-    for (leader, ps) in by_leader {
+    for (leader, ps) in by_leader(partitions, |_| true) {
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![ListOffsetsTopic::default()

@@ -1,15 +1,13 @@
 //! `tern records delete`: move partitions' log start offset forward (like
 //! kafka-delete-records.sh); the records before it are no longer readable.
 
-use std::collections::BTreeMap;
-
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::cluster::Cluster;
+use super::cluster::{by_leader, Cluster};
 use crate::client::{error_name, ClientError};
 
 /// `before` = -1 deletes up to the high watermark.
@@ -20,12 +18,7 @@ pub async fn run(
     before: i64,
 ) -> Result<(), ClientError> {
     let partitions = cluster.partitions(topic)?;
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for (p, leader) in &partitions {
-        if partition.is_none_or(|want| want == *p) {
-            by_leader.entry(*leader).or_default().push(*p);
-        }
-    }
+    let by_leader = by_leader(&partitions, |p| partition.is_none_or(|want| want == p));
     if by_leader.is_empty() {
         return Err(ClientError::Kafka(format!(
             "topic `{topic}` has no partition {partition:?}"
