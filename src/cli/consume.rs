@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::cluster::{by_leader, leader_of, Cluster};
-use crate::client::{error_name, ClientError};
+use crate::client::{check_partition, ClientError};
 use crate::log::records;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +60,7 @@ pub async fn list_offsets(
         let (response, _) = cluster.node(leader).await?.send(&request, 1..=5).await?;
         for t in &response.topics {
             for p in &t.partitions {
-                if p.error_code != 0 {
-                    return Err(ClientError::Kafka(format!(
-                        "partition {}: {}",
-                        p.partition_index,
-                        error_name(p.error_code)
-                    )));
-                }
+                check_partition(p.partition_index, p.error_code)?;
                 out.insert(p.partition_index, p.offset);
             }
         }
@@ -125,13 +119,7 @@ pub async fn run(cluster: &mut Cluster, options: ConsumeOptions) -> Result<u64, 
                         positions.insert(p.partition_index, p.log_start_offset.max(0));
                         continue;
                     }
-                    if p.error_code != 0 {
-                        return Err(ClientError::Kafka(format!(
-                            "partition {}: {}",
-                            p.partition_index,
-                            error_name(p.error_code)
-                        )));
-                    }
+                    check_partition(p.partition_index, p.error_code)?;
                     let Some(bytes) = &p.records else { continue };
                     let decoded =
                         records::decode(bytes).map_err(|e| ClientError::Decode(e.to_string()))?;

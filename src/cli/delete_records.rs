@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::{by_leader, Cluster};
-use crate::client::{error_name, ClientError};
+use crate::client::{check_partition, ClientError};
 
 /// `before` = -1 deletes up to the high watermark.
 pub async fn run(
@@ -41,13 +41,7 @@ pub async fn run(
         let (response, _) = cluster.node(leader).await?.send(&request, 0..=1).await?;
         for t in &response.topics {
             for p in &t.partitions {
-                if p.error_code != 0 {
-                    return Err(ClientError::Kafka(format!(
-                        "partition {}: {}",
-                        p.partition_index,
-                        error_name(p.error_code)
-                    )));
-                }
+                check_partition(p.partition_index, p.error_code)?;
                 println!(
                     "{topic}:{}\tlow watermark {}",
                     p.partition_index, p.low_watermark

@@ -15,7 +15,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::cluster::Cluster;
 use super::consume::list_offsets;
-use crate::client::{error_name, ClientError};
+use crate::client::{check_partition, error_name, ClientError};
 
 fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
@@ -249,13 +249,7 @@ pub async fn reset_offsets(
     let (response, _) = cluster.controller().await?.send(&request, 2..=7).await?;
     for t in &response.topics {
         for p in &t.partitions {
-            if p.error_code != 0 {
-                return Err(ClientError::Kafka(format!(
-                    "committing partition {} failed: {}",
-                    p.partition_index,
-                    error_name(p.error_code)
-                )));
-            }
+            check_partition(p.partition_index, p.error_code)?;
         }
     }
     println!("\nOffsets of group '{group}' reset.");

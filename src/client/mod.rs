@@ -190,6 +190,18 @@ impl KafkaClient {
     }
 }
 
+/// `Ok` for error code 0, else an error naming the partition and the Kafka error.
+pub fn check_partition(partition: i32, code: i16) -> Result<(), ClientError> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(ClientError::Kafka(format!(
+            "partition {partition}: {}",
+            error_name(code)
+        )))
+    }
+}
+
 /// A Kafka error code as text, for CLI messages.
 pub fn error_name(code: i16) -> String {
     match kafka_protocol::ResponseError::try_from_code(code) {
