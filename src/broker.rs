@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::groups::coordinator::Coordinator;
-use crate::groups::offsets::{DurableCommits, OffsetStore, SledOffsets};
+use crate::groups::offsets::{CommitCounters, DurableCommits, OffsetStore, SledOffsets};
 use crate::groups::state::GroupLimits;
 use crate::log::GroupCommit;
 use crate::metrics::Metrics;
@@ -55,7 +55,14 @@ impl Broker {
                 max_session_timeout_ms: config.groups.max_session_timeout_ms,
                 initial_rebalance_delay_ms: config.groups.initial_rebalance_delay_ms,
             },
-            DurableCommits::start(store),
+            DurableCommits::start(
+                store,
+                Duration::from_millis(config.groups.commit_linger_ms),
+                CommitCounters {
+                    commits: metrics.offset_commits.clone(),
+                    flushes: metrics.offset_flushes.clone(),
+                },
+            ),
         );
         let (group_commit, task) = GroupCommit::start(
             Duration::from_millis(config.storage.flush_linger_ms),

@@ -50,6 +50,7 @@ pub struct GroupsSection {
     pub max_session_timeout_ms: u64,
     pub initial_rebalance_delay_ms: u64,
     pub offsets_cache_bytes: u64,
+    pub commit_linger_ms: u64,
 }
 
 impl Default for GroupsSection {
@@ -59,6 +60,7 @@ impl Default for GroupsSection {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             offsets_cache_bytes: 4 * 1024 * 1024,
+            commit_linger_ms: 10,
         }
     }
 }
@@ -267,6 +269,7 @@ mod tests {
             config.groups.offsets_cache_bytes,
             code.groups.offsets_cache_bytes
         );
+        assert_eq!(config.groups.commit_linger_ms, code.groups.commit_linger_ms);
     }
 
     #[test]

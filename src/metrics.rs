@@ -37,6 +37,8 @@ pub struct Metrics {
     pub retention_deleted_bytes: Counter,
     pub budget_evicted_bytes: Counter,
     pub stored_bytes: Gauge<u64, AtomicU64>,
+    pub offset_commits: Counter,
+    pub offset_flushes: Counter,
 }
 
 impl Metrics {
@@ -63,6 +65,8 @@ impl Metrics {
             retention_deleted_bytes: Counter::default(),
             budget_evicted_bytes: Counter::default(),
             stored_bytes: Gauge::default(),
+            offset_commits: Counter::default(),
+            offset_flushes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -150,6 +154,16 @@ impl Metrics {
             "storage_bytes",
             "Bytes stored by all partitions",
             m.stored_bytes.clone(),
+        );
+        registry.register(
+            "offset_commits",
+            "OffsetCommit requests made durable",
+            m.offset_commits.clone(),
+        );
+        registry.register(
+            "offset_store_flushes",
+            "Offset store fsyncs (shared by the commits of one linger window)",
+            m.offset_flushes.clone(),
         );
         Metrics { registry, ..m }
     }

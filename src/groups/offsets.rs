@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
 
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -229,21 +232,41 @@ pub struct DurableCommits {
     store: Arc<dyn OffsetStore>,
 }
 
+/// Counters the flusher bumps: commits made durable and store flushes (fsyncs) done.
+#[derive(Clone, Default)]
+pub struct CommitCounters {
+    pub commits: Counter,
+    pub flushes: Counter,
+}
+
 impl DurableCommits {
-    pub fn start(store: Arc<dyn OffsetStore>) -> DurableCommits {
+    /// Starts the flusher. Commits that arrive within `linger` of the previous flush wait
+    /// for the window to end and share one flush: at most one fsync per `linger`.
+    pub fn start(
+        store: Arc<dyn OffsetStore>,
+        linger: Duration,
+        counters: CommitCounters,
+    ) -> DurableCommits {
         let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4096);
         let flusher = Arc::clone(&store);
         tokio::spawn(async move {
+            let mut last_flush: Option<Instant> = None;
             while let Some(first) = rx.recv().await {
+                if let Some(last) = last_flush {
+                    tokio::time::sleep_until((last + linger).into()).await;
+                }
                 let mut waiting = vec![first];
                 while let Ok(more) = rx.try_recv() {
                     waiting.push(more);
                 }
+                last_flush = Some(Instant::now());
                 let store = Arc::clone(&flusher);
                 let result =
                     tokio::task::spawn_blocking(move || store.flush().map_err(|e| e.to_string()))
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()));
+                counters.flushes.inc();
+                counters.commits.inc_by(waiting.len() as u64);
                 for w in waiting {
                     let _ = w.send(result.clone());
                 }
