@@ -666,7 +666,7 @@ impl Group {
     }
 
     /// May an offset commit from `member_id` at `generation` be accepted? Members of the
-    /// current generation may commit; so may a client outside any group (generation -1)
+    /// current generation may commit (also while a rebalance waits for rejoins); so may a client outside any group (generation -1)
     /// when the group has no members (manual assignment, tools resetting offsets).
     pub fn check_commit(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
         if generation < 0 && member_id.is_empty() {
@@ -679,11 +679,14 @@ impl Group {
         if !self.members.contains_key(member_id) {
             return Err(GroupError::UnknownMemberId);
         }
-        if self.state == GroupState::PreparingRebalance {
-            return Err(GroupError::RebalanceInProgress);
-        }
         if generation != self.generation {
             return Err(GroupError::IllegalGeneration);
+        }
+        // As Kafka: while members rejoin (PreparingRebalance) the current generation may
+        // still commit what it processed, which keeps redeliveries after a rebalance small;
+        // once the new generation exists but is not handed out yet, commits wait.
+        if self.state == GroupState::CompletingRebalance {
+            return Err(GroupError::RebalanceInProgress);
         }
         Ok(())
     }

@@ -263,7 +263,7 @@ fn sync_and_commit_checks() {
         Ok(()),
         "simple consumers commit to an empty group"
     );
-    let (leader, _follower) = stable_pair(&mut group);
+    let (leader, follower) = stable_pair(&mut group);
     assert_eq!(group.check_commit("", -1), Err(GroupError::UnknownMemberId));
     assert_eq!(group.check_commit(&leader, 1), Ok(()));
     assert_eq!(
@@ -284,10 +284,28 @@ fn sync_and_commit_checks() {
         sync_result(&replies, 71).expect("sync").error,
         Some(GroupError::UnknownMemberId)
     );
-    first_join(&mut group, 600, 8, &["range"]);
+    let (newcomer, _) = first_join(&mut group, 600, 8, &["range"]);
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
     assert_eq!(
         group.check_commit(&leader, 1),
-        Err(GroupError::RebalanceInProgress)
+        Ok(()),
+        "as in Kafka, members keep committing what they processed while the others rejoin"
+    );
+    group.join(700, args(&leader, &["range"]), 80);
+    let replies = group.join(700, args(&follower, &["range"]), 81);
+    assert!(
+        join_result(&replies, 81).is_some(),
+        "{replies:?} {newcomer}"
+    );
+    assert_eq!(group.state(), GroupState::CompletingRebalance);
+    assert_eq!(
+        group.check_commit(&leader, 2),
+        Err(GroupError::RebalanceInProgress),
+        "no commits while the new assignment is being handed out"
+    );
+    assert_eq!(
+        group.check_commit(&leader, 1),
+        Err(GroupError::IllegalGeneration)
     );
 }
 

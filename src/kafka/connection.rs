@@ -138,8 +138,14 @@ async fn read_requests(
         let api =
             ApiKey::try_from(api_key).map_err(|_| Some(format!("unknown API key {api_key}")))?;
         let Some((min, max_version)) = api::supported_versions(api) else {
+            let why = if is_transaction_api(api) {
+                ": tern does not support transactions (idempotent producers without a \
+                 transactional.id work)"
+            } else {
+                ""
+            };
             return Err(Some(format!(
-                "{api:?} (key {api_key}) is not supported by tern"
+                "{api:?} (key {api_key}) is not supported by tern{why}"
             )));
         };
         if version < min || version > max_version {
@@ -281,4 +287,18 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "offset_delete",
         _ => "other",
     }
+}
+
+/// The APIs only a transactional producer or consumer sends.
+fn is_transaction_api(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::AddPartitionsToTxn
+            | ApiKey::AddOffsetsToTxn
+            | ApiKey::EndTxn
+            | ApiKey::TxnOffsetCommit
+            | ApiKey::WriteTxnMarkers
+            | ApiKey::DescribeTransactions
+            | ApiKey::ListTransactions
+    )
 }

@@ -1,12 +1,14 @@
 """One consumer-group member as its own process (so a test can kill -9 it): consumes a
-topic with librdkafka, commits after processing, and appends "partition offset" lines for
-everything it processed to a file.
+topic with librdkafka, commits after processing, and appends to a file one line per
+record processed, "D partition offset time", and one per partition whose commit the
+broker acknowledged, "C partition committed-offset time".
 
     python3 group_member.py BOOTSTRAP GROUP TOPIC OUTFILE ASSIGNOR [INSTANCE_ID]
 """
 
 import signal
 import sys
+import time
 
 from confluent_kafka import Consumer
 
@@ -38,12 +40,17 @@ def main():
                 if m.error():
                     print(f"consumer error: {m.error()}", file=sys.stderr)
                     continue
-                out.write(f"{m.partition()} {m.offset()}\n")
+                out.write(f"D {m.partition()} {m.offset()} {time.time()}\n")
             out.flush()
             try:
-                consumer.commit(asynchronous=False)
+                acked = consumer.commit(asynchronous=False)
             except Exception as e:  # a commit refused during a rebalance is retried later
                 print(f"commit failed: {e}", file=sys.stderr)
+                continue
+            now = time.time()
+            for tp in acked or []:
+                if tp.error is None and tp.offset >= 0:
+                    out.write(f"C {tp.partition} {tp.offset} {now}\n")
     consumer.close()  # LeaveGroup
 
 

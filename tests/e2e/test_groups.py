@@ -44,10 +44,44 @@ def committed(bootstrap, group, topic):
         c.close()
 
 
-def read_lines(path):
+def read_events(path, kind):
+    """(partition, offset, time) of a member's "D" (delivered) or "C" (commit acked) lines."""
     if not path.exists():
         return []
-    return [tuple(map(int, line.split())) for line in path.read_text().splitlines() if line.strip()]
+    events = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[0] == kind:  # a line cut by kill -9 is ignored
+            events.append((int(fields[1]), int(fields[2]), float(fields[3])))
+    return events
+
+
+def read_lines(path):
+    """(partition, offset) of every record a member processed."""
+    return [(p, o) for p, o, _ in read_events(path, "D")]
+
+
+def duplicates_outside_uncommitted_ranges(outs):
+    """Redeliveries of a record whose offset a commit had already covered: each such
+    record is a defect (a commit that did not hold). Returns them and the number of
+    redeliveries."""
+    deliveries, commits = {}, {}
+    for o in outs:
+        for p, off, t in read_events(o, "D"):
+            deliveries.setdefault((p, off), []).append(t)
+        for p, off, t in read_events(o, "C"):
+            commits.setdefault(p, []).append((t, off))
+    bad, redelivered = [], 0
+    for (p, off), times in deliveries.items():
+        times.sort()
+        for again in times[1:]:
+            redelivered += 1
+            # The first delivery's consumer may not have committed past `off` before the
+            # record was delivered again; a commit covering it means it was not lost-then-
+            # -refetched but wrongly refetched.
+            if any(c > off and t < again for t, c in commits.get(p, [])):
+                bad.append((p, off))
+    return bad, redelivered
 
 
 def start_member(tern, group, topic, out, assignor, instance=None):
@@ -69,16 +103,19 @@ def wait_until(predicate, timeout):
 @pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
 def test_members_share_take_over_and_commits_survive_restart(tern_factory, tmp_path, assignor):
     tern = tern_factory(config=FAST_GROUPS)
-    topic, group, n = "events", f"g-{assignor}", 60_000
+    topic, group, n = "events", f"g-{assignor}", 200_000
     create_and_fill(tern.bootstrap, topic, n)
     outs = [tmp_path / f"m{i}.txt" for i in range(3)]
     members = [start_member(tern, group, topic, out, assignor) for out in outs]
     try:
         # All three get work.
         assert wait_until(lambda: all(read_lines(o) for o in outs), 60), "not every member received partitions"
+        at_kill = len({pair for o in outs for pair in read_lines(o)})
         members[0].kill()  # kill -9: no LeaveGroup; its partitions move after the session timeout
         members[1].terminate()  # clean shutdown: LeaveGroup
         members[1].wait(timeout=30)
+        at_leave = len({pair for o in outs for pair in read_lines(o)})
+        assert at_leave < n, "the kill and the leave must happen mid-way (consumers too fast?)"
 
         def all_consumed():
             seen = {pair for o in outs for pair in read_lines(o)}
@@ -99,7 +136,10 @@ def test_members_share_take_over_and_commits_survive_restart(tern_factory, tmp_p
     for p in range(PARTITIONS):
         offsets = sorted(o for q, o in unique if q == p)
         assert offsets == list(range(end[p])), f"partition {p}: a record was never consumed"
-    print(f"\n{assignor}: {len(seen)} deliveries for {n} records ({len(seen) - n} redelivered after the kill)")
+    bad, redelivered = duplicates_outside_uncommitted_ranges(outs)
+    assert not bad, f"records redelivered although a commit covered them: {bad[:10]}"
+    print(f"\n{assignor}: {len(seen)} deliveries for {n} records ({redelivered} redelivered, all from uncommitted ranges); "
+          f"{at_kill} consumed at the kill, {at_leave} at the leave")
 
     before = committed(tern.bootstrap, group, topic)
     tern.stop()
@@ -199,6 +239,7 @@ def test_group_requests_with_bad_input_get_kafka_errors(tern_factory, tmp_path):
     import socket
     import struct
 
+    from harness import TERN_BIN
     from test_bad_input import frame, read_response
 
     tern = tern_factory(config=FAST_GROUPS)
@@ -229,7 +270,33 @@ def test_group_requests_with_bad_input_get_kafka_errors(tern_factory, tmp_path):
         assert wait_until(lambda: len(read_lines(out)) >= 95, 60)
         assert commit(b"ops", -1, b"", b"audit", 0, 1) == 25, "a simple commit into an active group"
         assert commit(b"ops", 0, b"ghost", b"audit", 0, 1) == 25
+        described = subprocess.run([TERN_BIN, "groups", "describe", "ops", "--bootstrap-server", tern.bootstrap],
+                                   capture_output=True, text=True, timeout=60, check=True).stdout
+        member_id = next(line.split()[6] for line in described.splitlines() if line.startswith("ops "))
+        assert commit(b"ops", 0, member_id.encode(), b"audit", 0, 1) == 22, "ILLEGAL_GENERATION (from the past)"
     finally:
         member.terminate()
         member.wait(timeout=30)
     assert committed(tern.bootstrap, "ops", "audit")[0] != 1, "refused commits changed nothing"
+
+
+def test_transactional_producers_get_a_clear_refusal(tern):
+    """Transactions are not supported: a transactional producer fails at once with a fatal
+    error (no endless retries), the broker says why, and plain producers go on."""
+    from confluent_kafka import KafkaException
+    from kafka import KafkaProducer
+
+    txn = Producer({"bootstrap.servers": tern.bootstrap, "transactional.id": "door-tx"})
+    with pytest.raises(KafkaException) as refused:
+        txn.init_transactions(15)
+    error = refused.value.args[0]
+    assert error.fatal() and error.name() == "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", error
+
+    with pytest.raises(Exception) as refused_py:
+        KafkaProducer(bootstrap_servers=tern.bootstrap, transactional_id="py-tx", api_version=(2, 5)).init_transactions()
+    assert "TransactionalIdAuthorizationFailed" in type(refused_py.value).__name__, refused_py.value
+
+    assert "tern does not support transactions" in tern.log_path.read_text()
+    plain = Producer({"bootstrap.servers": tern.bootstrap, "enable.idempotence": True})
+    plain.produce("after-txn", b"still works")
+    assert plain.flush(30) == 0
