@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::groups::coordinator::Coordinator;
 use crate::groups::offsets::{CommitCounters, DurableCommits, OffsetStore, SledOffsets};
 use crate::groups::state::GroupLimits;
-use crate::log::GroupCommit;
+use crate::log::{batch, GroupCommit, LogError, Partition};
 use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
 use crate::topics::{Topic, TopicError, Topics};
@@ -126,6 +126,29 @@ impl Broker {
             Err(TopicError::AlreadyExists(_)) => Ok(self.topics.get(name)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Appends the batches of one partition; returns (base offset, end offset, log start).
+    pub fn append(
+        &self,
+        topic: &str,
+        log: &Partition,
+        records: &[u8],
+        now: i64,
+    ) -> Result<(i64, i64, i64), LogError> {
+        let batches = batch::split_batches(records)?;
+        if batches.is_empty() {
+            return Err(LogError::Corrupt(batch::BatchError::Truncated {
+                have: 0,
+                need: batch::HEADER_LEN,
+            }));
+        }
+        // Appends do file I/O and lz4 under a std mutex: let the runtime move other tasks away.
+        let info = tokio::task::block_in_place(|| log.lock().append(&batches, now))?;
+        self.metrics
+            .record_produce(topic, info.records, info.stored_bytes);
+        let log_start = log.lock().log_start_offset();
+        Ok((info.base_offset, info.last_offset + 1, log_start))
     }
 
     /// Refreshes the per-partition gauges and returns the Prometheus text.

@@ -30,6 +30,8 @@ pub enum ConfigFileError {
     Invalid { key: String, reason: String },
     #[error("invalid [topic_defaults] entry: {0}")]
     TopicDefault(#[from] ConfigError),
+    #[error(transparent)]
+    Bridge(#[from] tern_bridges::config::ConfigError),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +43,14 @@ pub struct Config {
     pub storage: StorageSection,
     pub groups: GroupsSection,
     pub topic_defaults: BTreeMap<String, toml::Value>,
+    pub bridges: BridgesSection,
+}
+
+/// `[[bridges.mqtt]]` tables (see configs/gateway-mqtt.toml).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgesSection {
+    pub mqtt: Vec<tern_bridges::config::MqttBridgeConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +218,7 @@ impl Config {
             ));
         }
         self.topic_defaults()?;
+        tern_bridges::config::compile(&self.bridges.mqtt)?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@
 //! - `alloc`      the global allocator (lazy backing for hostile allocation sizes).
 
 pub mod alloc;
+pub mod bridge_log;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub stored_bytes: Gauge<u64, AtomicU64>,
     pub offset_commits: Counter,
     pub offset_flushes: Counter,
+    pub mqtt: tern_bridges::metrics::BridgeMetrics,
 }
 
 impl Metrics {
@@ -67,6 +68,7 @@ impl Metrics {
             stored_bytes: Gauge::default(),
             offset_commits: Counter::default(),
             offset_flushes: Counter::default(),
+            mqtt: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +167,7 @@ impl Metrics {
             "Offset store fsyncs (shared by the commits of one linger window)",
             m.offset_flushes.clone(),
         );
+        m.mqtt.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -77,7 +77,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         http_listener,
         shutdown.clone(),
     ));
+    let bridges =
+        crate::bridge_log::start_bridges(&broker, shutdown.clone()).map_err(ServeError::Config)?;
     crate::kafka::server::run(Arc::clone(&broker), kafka_listener, shutdown.clone()).await;
+    for bridge in bridges {
+        let _ = bridge.await;
+    }
     let _ = retention.await;
     let _ = group_ticker.await;
     match http.await {

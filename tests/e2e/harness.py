@@ -131,17 +131,25 @@ listen = "127.0.0.1:{self.http_port}"
 
 
 def merge_toml(base: str, extra: str) -> str:
-    """Appends `extra`'s keys into `base`'s sections (both small, hand-written TOML)."""
-    sections: dict[str, list[str]] = {}
-    order: list[str] = []
+    """Appends `extra`'s keys into `base`'s sections (both small, hand-written TOML).
+    Array-of-tables headers (`[[...]]`) always start a new table."""
+    sections: dict[tuple, list[str]] = {}
+    order: list[tuple] = []
+    tables = 0
     for text in (base, extra):
-        current = ""
+        current = ("",)
         for line in text.splitlines():
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
                 continue
+            if stripped.startswith("[["):
+                tables += 1
+                current = (stripped, tables)
+                sections[current] = []
+                order.append(current)
+                continue
             if stripped.startswith("["):
-                current = stripped
+                current = (stripped,)
                 continue
             if current not in sections:
                 sections[current] = []
@@ -151,8 +159,8 @@ def merge_toml(base: str, extra: str) -> str:
             sections[current].append(stripped)
     out = []
     for section in order:
-        if section:
-            out.append(section)
+        if section[0]:
+            out.append(section[0])
         out.extend(sections[section])
         out.append("")
     return "\n".join(out)

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::{str_bytes, Reply};
 use crate::broker::Broker;
 use crate::kafka::errors::{log_error_code, topic_error_code};
-use crate::log::{self, batch, LogError, Partition};
+use crate::log::{self, Partition};
 
 /// A partition whose append must become durable before the response goes out.
 struct PendingAck {
@@ -76,7 +76,7 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
                     }
                     Some(log) => {
                         let records = data.records.as_deref().unwrap_or(&[]);
-                        match append(broker, &name, &log, records, now) {
+                        match broker.append(&name, &log, records, now) {
                             Ok((base_offset, upto, log_start)) => {
                                 pending.push(PendingAck {
                                     topic: t,
@@ -133,30 +133,6 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
         fit_to_version(&mut response, version);
         response
     })
-}
-
-/// Appends the batches of one partition; returns (base offset, end offset, log start).
-fn append(
-    broker: &Broker,
-    topic: &str,
-    log: &Partition,
-    records: &[u8],
-    now: i64,
-) -> Result<(i64, i64, i64), LogError> {
-    let batches = batch::split_batches(records)?;
-    if batches.is_empty() {
-        return Err(LogError::Corrupt(batch::BatchError::Truncated {
-            have: 0,
-            need: batch::HEADER_LEN,
-        }));
-    }
-    // Appends do file I/O and lz4 under a std mutex: let the runtime move other tasks away.
-    let info = tokio::task::block_in_place(|| log.lock().append(&batches, now))?;
-    broker
-        .metrics
-        .record_produce(topic, info.records, info.stored_bytes);
-    let log_start = log.lock().log_start_offset();
-    Ok((info.base_offset, info.last_offset + 1, log_start))
 }
 
 /// Clears the fields that `version` does not have (encoding refuses non-default values).

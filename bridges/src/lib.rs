@@ -1,0 +1,23 @@
+//! tern-bridges: MQTT topics in and out of tern topics, at least once.
+//!
+//! The crate knows nothing of the broker: it reaches tern's log and metadata store only
+//! through [`ports::TernLog`], which the root crate implements.
+//!
+//! - `config`   `[[bridges.mqtt]]` tables and their validation
+//! - `filter`   MQTT topic filters and matching
+//! - `template` record keys from MQTT topics, MQTT topics from records
+//! - `mqtt`     one connection, MQTT 3.1.1 or 5 (rumqttc)
+//! - `inbound`  MQTT → durable append → PUBACK
+//! - `outbound` tern topic → MQTT publish → PUBACK → durable cursor
+//! - `backoff`, `tls`, `metrics`
+
+pub mod backoff;
+pub mod config;
+pub mod filter;
+pub mod inbound;
+pub mod metrics;
+pub mod mqtt;
+pub mod outbound;
+pub mod ports;
+pub mod template;
+pub mod tls;
