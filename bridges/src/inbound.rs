@@ -3,6 +3,7 @@
 //! durable. Unacknowledged messages stay with the MQTT broker, which sends them again
 //! when the bridge reconnects: at least once, duplicates only from that window.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,13 +69,17 @@ pub async fn run<L: TernLog>(
     let mut first_connection = true;
     loop {
         let (client, mut connection) = mqtt::connect(&spec);
-        let (tx, rx) = mpsc::channel(usize::from(bridge.config.max_inflight));
+        // Unbounded so that polling (which also sends our PUBACKs) never waits for the
+        // appender; the hard cap below bounds it.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let unacked = Arc::new(AtomicUsize::new(0));
         let appender = tokio::spawn(append_loop(
             rx,
             client.clone(),
             Arc::clone(&bridge),
             Arc::clone(&log),
             meters.clone(),
+            Arc::clone(&unacked),
         ));
         let mut session = Session {
             bridge: &bridge,
@@ -82,6 +87,7 @@ pub async fn run<L: TernLog>(
             filters: &filters,
             client: &client,
             tx: &tx,
+            unacked: &unacked,
             meters: &meters,
             backoff: &mut backoff,
             first_connection: &mut first_connection,
@@ -116,7 +122,8 @@ struct Session<'a> {
     topics: &'a [Arc<str>],
     filters: &'a [(String, u8)],
     client: &'a Client,
-    tx: &'a mpsc::Sender<Pending>,
+    tx: &'a mpsc::UnboundedSender<Pending>,
+    unacked: &'a AtomicUsize,
     meters: &'a Meters,
     backoff: &'a mut Backoff,
     first_connection: &'a mut bool,
@@ -210,6 +217,16 @@ impl Session<'_> {
             headers,
             timestamp_ms: now_ms(),
         };
+        // The broker's own window (max_inflight_messages / our receive maximum) normally
+        // bounds this; a broker that ignores it, or a QoS 0 flood faster than the disk,
+        // gets disconnected instead of growing memory (unacknowledged messages are sent
+        // again after the reconnect).
+        let cap = 4 * usize::from(self.bridge.config.max_inflight);
+        if self.unacked.fetch_add(1, Ordering::Relaxed) >= cap {
+            return Err(format!(
+                "more than {cap} messages received but not yet stored; reconnecting to let the disk catch up"
+            ));
+        }
         self.meters.inflight.inc();
         self.tx
             .send(Pending {
@@ -217,13 +234,12 @@ impl Session<'_> {
                 record,
                 ack: message.ack,
             })
-            .await
             .map_err(|_| "the appender stopped".to_string())
     }
 
     async fn drop_message(&self, message: &Message) -> Result<(), String> {
         self.meters.dropped.inc();
-        self.client.ack(&message.ack).await
+        self.client.try_ack(&message.ack)
     }
 }
 
@@ -237,11 +253,12 @@ fn now_ms() -> i64 {
 /// Collects messages for up to `linger_ms`, appends them durably, then acknowledges them
 /// in arrival order. A failing append is retried with the PUBACKs withheld.
 async fn append_loop<L: TernLog>(
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
     client: Client,
     bridge: Arc<CompiledBridge>,
     log: Arc<L>,
     meters: Meters,
+    unacked: Arc<AtomicUsize>,
 ) {
     let linger = Duration::from_millis(bridge.config.linger_ms);
     let max = usize::from(bridge.config.max_inflight);
@@ -272,6 +289,7 @@ async fn append_loop<L: TernLog>(
             }
             meters.acked.inc();
             meters.inflight.dec();
+            unacked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -82,8 +82,9 @@ pub fn connect(spec: &ConnectSpec<'_>) -> (Client, Connection) {
         Some(tls) => Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())),
         None => Transport::tcp(),
     };
-    // Requests: our acks and publishes, bounded by the in-flight window plus slack.
-    let capacity = usize::from(c.max_inflight) + 64;
+    // Requests: our acks (at most 4 × max_inflight unacknowledged messages, see inbound)
+    // and publishes (at most max_inflight): sending them never waits.
+    let capacity = 4 * usize::from(c.max_inflight) + 64;
     match c.protocol {
         MqttVersion::V311 => {
             let mut o = rumqttc::MqttOptions::new(spec.client_id.clone(), c.host.clone(), b.port);
@@ -213,6 +214,15 @@ impl Client {
         match (self, token) {
             (Client::V4(c), AckToken::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
             (Client::V5(c), AckToken::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            _ => Err("acknowledgement for another protocol version".to_string()),
+        }
+    }
+
+    /// Acknowledges without waiting (for the polling task, which must never block).
+    pub fn try_ack(&self, token: &AckToken) -> Result<(), String> {
+        match (self, token) {
+            (Client::V4(c), AckToken::V4(p)) => c.try_ack(p).map_err(|e| e.to_string()),
+            (Client::V5(c), AckToken::V5(p)) => c.try_ack(p).map_err(|e| e.to_string()),
             _ => Err("acknowledgement for another protocol version".to_string()),
         }
     }

@@ -3,6 +3,7 @@ loopback port with persistence on (autosave every second, so a restart loses not
 no limit on queued messages, optionally TLS + username/password. Fails loudly when
 mosquitto is missing."""
 
+import getpass
 import os
 import pathlib
 import shutil
@@ -40,6 +41,9 @@ class Mosquitto:
             "max_queued_messages 0",
             "max_queued_bytes 0",
             f"max_inflight_messages {self.max_inflight}",
+            # Run as whoever runs the tests (as root mosquitto would switch to `mosquitto`,
+            # which cannot write the persistence file into the test's directory).
+            f"user {getpass.getuser()}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
