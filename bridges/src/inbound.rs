@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -18,6 +18,47 @@ use crate::config::{CompiledBridge, MqttVersion, RetainedPolicy};
 use crate::metrics::Meters;
 use crate::mqtt::{self, AckToken, Client, ConnectSpec, Message, MqttEvent};
 use crate::ports::{InboundRecord, TernLog};
+
+/// A connection that lasted this long resets the reconnect backoff.
+pub(crate) const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// Messages received but not yet acknowledged. Polling pauses (so TCP pushes back on the
+/// broker) while the window is full, rather than trusting the broker's own limit: a
+/// resumed session can deliver its whole queue at once.
+struct Window {
+    unacked: AtomicUsize,
+    room: Notify,
+    cap: usize,
+}
+
+impl Window {
+    fn new(cap: usize) -> Window {
+        Window {
+            unacked: AtomicUsize::new(0),
+            room: Notify::new(),
+            cap,
+        }
+    }
+
+    async fn wait_for_room(&self) {
+        loop {
+            let room = self.room.notified();
+            if self.unacked.load(Ordering::Acquire) < self.cap {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    fn take(&self) {
+        self.unacked.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn release(&self) {
+        self.unacked.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify_one();
+    }
+}
 
 /// A received message on its way to the log.
 struct Pending {
@@ -69,17 +110,17 @@ pub async fn run<L: TernLog>(
     let mut first_connection = true;
     loop {
         let (client, mut connection) = mqtt::connect(&spec);
-        // Unbounded so that polling (which also sends our PUBACKs) never waits for the
-        // appender; the hard cap below bounds it.
+        // Unbounded so that polling (which also sends our PUBACKs) never waits on the
+        // appender; the window bounds what is in it.
         let (tx, rx) = mpsc::unbounded_channel();
-        let unacked = Arc::new(AtomicUsize::new(0));
+        let window = Arc::new(Window::new(usize::from(bridge.config.max_inflight)));
         let appender = tokio::spawn(append_loop(
             rx,
             client.clone(),
             Arc::clone(&bridge),
             Arc::clone(&log),
             meters.clone(),
-            Arc::clone(&unacked),
+            Arc::clone(&window),
         ));
         let mut session = Session {
             bridge: &bridge,
@@ -87,16 +128,19 @@ pub async fn run<L: TernLog>(
             filters: &filters,
             client: &client,
             tx: &tx,
-            unacked: &unacked,
+            window: &window,
             meters: &meters,
-            backoff: &mut backoff,
             first_connection: &mut first_connection,
             ingest_retained: true,
         };
+        let started = Instant::now();
         let lost = tokio::select! {
             _ = shutdown.cancelled() => None,
             e = session.receive(&mut connection) => Some(e),
         };
+        if started.elapsed() > STABLE_CONNECTION {
+            backoff.reset();
+        }
         // Messages not yet appended are dropped here unacknowledged: the broker keeps them.
         appender.abort();
         meters.connected.set(0);
@@ -123,9 +167,8 @@ struct Session<'a> {
     filters: &'a [(String, u8)],
     client: &'a Client,
     tx: &'a mpsc::UnboundedSender<Pending>,
-    unacked: &'a AtomicUsize,
+    window: &'a Window,
     meters: &'a Meters,
-    backoff: &'a mut Backoff,
     first_connection: &'a mut bool,
     ingest_retained: bool,
 }
@@ -134,6 +177,7 @@ impl Session<'_> {
     /// Polls the connection until it fails; returns why.
     async fn receive(&mut self, connection: &mut mqtt::Connection) -> String {
         loop {
+            self.window.wait_for_room().await;
             let event = match connection.poll().await {
                 Ok(event) => event,
                 Err(e) => return e,
@@ -144,6 +188,7 @@ impl Session<'_> {
                         return e;
                     }
                 }
+                MqttEvent::Subscribed(codes) => self.on_subscribed(&codes),
                 MqttEvent::Message(message) => {
                     if let Err(e) = self.on_message(message).await {
                         return e;
@@ -156,7 +201,6 @@ impl Session<'_> {
 
     async fn on_connected(&mut self, session_present: bool) -> Result<(), String> {
         let c = &self.bridge.config;
-        self.backoff.reset();
         self.meters.connected.set(1);
         info!(bridge = %c.name, host = %c.host, port = self.bridge.port, session_present,
               "MQTT inbound connected");
@@ -179,6 +223,27 @@ impl Session<'_> {
             *self.first_connection = false;
         }
         Ok(())
+    }
+
+    fn on_subscribed(&self, codes: &[Result<u8, String>]) {
+        let name = &self.bridge.config.name;
+        if codes.len() != self.filters.len() {
+            warn!(bridge = %name, filters = self.filters.len(), answers = codes.len(),
+                  "SUBACK does not answer every filter");
+        }
+        info!(bridge = %name, filters = self.filters.len(), "MQTT inbound subscribed");
+        for ((filter, _), code) in self.filters.iter().zip(codes) {
+            match code {
+                Ok(qos) => {
+                    info!(bridge = %name, filter = %filter, granted_qos = qos, "subscription granted")
+                }
+                Err(reason) => {
+                    self.meters.error();
+                    error!(bridge = %name, filter = %filter, reason = %reason,
+                           "the MQTT broker refused the subscription (check its ACLs); this rule receives nothing");
+                }
+            }
+        }
     }
 
     async fn on_message(&mut self, message: Box<Message>) -> Result<(), String> {
@@ -217,16 +282,7 @@ impl Session<'_> {
             headers,
             timestamp_ms: now_ms(),
         };
-        // The broker's own window (max_inflight_messages / our receive maximum) normally
-        // bounds this; a broker that ignores it, or a QoS 0 flood faster than the disk,
-        // gets disconnected instead of growing memory (unacknowledged messages are sent
-        // again after the reconnect).
-        let cap = 4 * usize::from(self.bridge.config.max_inflight);
-        if self.unacked.fetch_add(1, Ordering::Relaxed) >= cap {
-            return Err(format!(
-                "more than {cap} messages received but not yet stored; reconnecting to let the disk catch up"
-            ));
-        }
+        self.window.take();
         self.meters.inflight.inc();
         self.tx
             .send(Pending {
@@ -258,7 +314,7 @@ async fn append_loop<L: TernLog>(
     bridge: Arc<CompiledBridge>,
     log: Arc<L>,
     meters: Meters,
-    unacked: Arc<AtomicUsize>,
+    window: Arc<Window>,
 ) {
     let linger = Duration::from_millis(bridge.config.linger_ms);
     let max = usize::from(bridge.config.max_inflight);
@@ -282,14 +338,15 @@ async fn append_loop<L: TernLog>(
             append_until_durable(&bridge, log.as_ref(), &meters, &topic, records).await;
         }
         for p in batch {
-            if let Err(e) = client.ack(&p.ack).await {
+            // Never waits: the request queue holds more than a full window of acks.
+            if let Err(e) = client.try_ack(&p.ack) {
                 // The connection is gone: the broker will send the message again.
                 warn!(bridge = %bridge.config.name, error = %e, "PUBACK not sent");
                 return;
             }
             meters.acked.inc();
             meters.inflight.dec();
-            unacked.fetch_sub(1, Ordering::Relaxed);
+            window.release();
         }
     }
 }

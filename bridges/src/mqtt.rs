@@ -35,6 +35,9 @@ pub enum MqttEvent {
     Sent(u16),
     /// The broker acknowledged our publish with this packet id.
     Acked(u16),
+    /// The broker answered a SUBSCRIBE: one entry per filter, `Err` with the reason when
+    /// it refused that filter.
+    Subscribed(Vec<Result<u8, String>>),
     Other,
 }
 
@@ -140,6 +143,15 @@ impl Connection {
                     ack: AckToken::V4(p),
                 }))),
                 Event::Incoming(Packet::PubAck(ack)) => Ok(MqttEvent::Acked(ack.pkid)),
+                Event::Incoming(Packet::SubAck(ack)) => Ok(MqttEvent::Subscribed(
+                    ack.return_codes
+                        .iter()
+                        .map(|c| match c {
+                            rumqttc::SubscribeReasonCode::Success(q) => Ok(*q as u8),
+                            rumqttc::SubscribeReasonCode::Failure => Err("Failure".to_string()),
+                        })
+                        .collect(),
+                )),
                 Event::Outgoing(Outgoing::Publish(pkid)) => Ok(MqttEvent::Sent(pkid)),
                 _ => Ok(MqttEvent::Other),
             },
@@ -172,6 +184,17 @@ impl Connection {
                     Ok(MqttEvent::Acked(ack.pkid))
                 }
                 rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid)) => Ok(MqttEvent::Sent(pkid)),
+                rumqttc::v5::Event::Incoming(Packet5::SubAck(ack)) => Ok(MqttEvent::Subscribed(
+                    ack.return_codes
+                        .iter()
+                        .map(|c| match c {
+                            rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(q) => {
+                                Ok(*q as u8)
+                            }
+                            other => Err(format!("{other:?}")),
+                        })
+                        .collect(),
+                )),
                 _ => Ok(MqttEvent::Other),
             },
         }

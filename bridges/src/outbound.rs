@@ -97,7 +97,11 @@ pub async fn run<L: TernLog>(
             by_packet: HashMap::new(),
             connected: false,
         };
-        let lost = publisher.run(events, &shutdown, &mut backoff).await;
+        let started = tokio::time::Instant::now();
+        let lost = publisher.run(events, &shutdown).await;
+        if started.elapsed() > crate::inbound::STABLE_CONNECTION {
+            backoff.reset();
+        }
         poller.abort();
         meters.connected.set(0);
         meters.inflight.set(0);
@@ -207,7 +211,6 @@ impl<L: TernLog> Publisher<'_, L> {
         &mut self,
         mut events: mpsc::Receiver<Result<MqttEvent, String>>,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
     ) -> Option<String> {
         let mut durable = self.log.durable_events();
         let mut save = tokio::time::interval(SAVE_EVERY);
@@ -225,7 +228,6 @@ impl<L: TernLog> Publisher<'_, L> {
                     Some(Err(e)) => return Some(e),
                     Some(Ok(MqttEvent::Connected { .. })) => {
                         self.connected = true;
-                        backoff.reset();
                         self.meters.connected.set(1);
                         info!(bridge = %name, "MQTT outbound connected");
                     }

@@ -17,6 +17,18 @@ HERE = __import__("pathlib").Path(__file__).parent
 SENSORS = {"filter": "sensors/+/temperature", "topic": "sensors", "key": "{1}", "partitions": 3}
 
 
+def wait_subscribed(tern, timeout=20):
+    """Until the bridge's SUBSCRIBE was acknowledged (messages published before it are not
+    queued for a bridge that never had a session)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = tern.log_text()
+        if "MQTT inbound subscribed" in text[text.rfind("===== start #"):]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the bridge did not subscribe:\n" + tern.log_text()[-3000:])
+
+
 def publisher(mosq, count, devices=100, qos=1, v5=False, start=0):
     args = [sys.executable, str(HERE / "mqtt_clients.py"), "publish", str(mosq.port), str(count), str(devices), str(qos)]
     if v5:
@@ -56,6 +68,7 @@ def seq_of(value):
 def test_50k_qos1_messages_become_keyed_records_with_headers(tern_factory, tmp_path):
     mosq = Mosquitto(tmp_path / "mq").start()
     tern = tern_factory(config=bridge_config(mosq, inbound=[SENSORS]))
+    wait_subscribed(tern)
     try:
         finish(publisher(mosq, 50_000))
         records = read_all(tern.bootstrap, "sensors", 50_000)
@@ -92,6 +105,7 @@ def count_deliveries(records, n):
 def test_kill_tern_mid_stream_loses_nothing(tern_factory, tmp_path):
     mosq = Mosquitto(tmp_path / "mq").start()
     tern = tern_factory(config=bridge_config(mosq, inbound=[SENSORS]))
+    wait_subscribed(tern)
     n = 40_000
     try:
         pub = publisher(mosq, n)
@@ -116,6 +130,7 @@ def test_kill_tern_mid_stream_loses_nothing(tern_factory, tmp_path):
 def test_mosquitto_restart_mid_stream_loses_nothing(tern_factory, tmp_path):
     mosq = Mosquitto(tmp_path / "mq").start()
     tern = tern_factory(config=bridge_config(mosq, inbound=[SENSORS], extra="reconnect_max_ms = 500"))
+    wait_subscribed(tern)
     n = 30_000
     try:
         pub = publisher(mosq, n)
@@ -190,3 +205,128 @@ def test_outbound_commands_reach_devices_through_a_kill(tern_factory, tmp_path):
 def TERN_BIN():
     from harness import TERN_BIN as binary
     return binary
+
+
+def make_tls_files(d):
+    """A CA and a server certificate for 127.0.0.1 / localhost (openssl CLI)."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tern test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+def password_file(d, users):
+    path = d / "passwd"
+    path.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+    subprocess.run(["mosquitto_passwd", "-U", str(path)], check=True)
+    return path
+
+
+def tls_publisher(mosq, ca, user, password):
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-device", protocol=mqtt.MQTTv5)
+    c.tls_set(ca_certs=str(ca))
+    c.username_pw_set(user, password)
+    c.connect("127.0.0.1", mosq.port)
+    c.loop_start()
+    return c, mqtt
+
+
+def test_tls_username_password_mqtt5_user_properties_and_retained(tern_factory, tmp_path):
+    ca, cert, key = make_tls_files(tmp_path / "tls")
+    passwd = password_file(tmp_path, {"tern": "bridge-secret", "device": "device-secret"})
+    mosq = Mosquitto(tmp_path / "mq", tls=(ca, cert, key), password_file=passwd).start()
+    device, mqtt = tls_publisher(mosq, ca, "device", "device-secret")
+    # A retained state message published before tern exists: ingested once.
+    device.publish("sensors/dev-r/temperature", b"retained-state", qos=1, retain=True).wait_for_publish(10)
+    extra = (f'protocol = "5"\nusername = "tern"\npassword = "bridge-secret"\n'
+             f'[bridges.mqtt.tls]\nca_file = "{ca}"\n')
+    tern = tern_factory(config=bridge_config(mosq, inbound=[SENSORS], extra=extra))
+    wait_subscribed(tern)
+    try:
+        infos = []
+        for i in range(1000):
+            props = mqtt.Properties(mqtt.PacketTypes.PUBLISH)
+            props.UserProperty = [("seq", str(i)), ("site", "gw-1")]
+            infos.append(device.publish(f"sensors/{device_name(i)}/temperature", payload(i), qos=1, properties=props))
+        for info in infos:
+            info.wait_for_publish(30)
+        records = read_all(tern.bootstrap, "sensors", 1001)
+        regular = {seq_of(m.value()): m for m in records if m.value() != b"retained-state"}
+        assert sorted(regular) == list(range(1000)), "every message arrived over TLS"
+        for i, m in regular.items():
+            headers = dict(m.headers())
+            assert headers["seq"] == str(i).encode() and headers["site"] == b"gw-1", "MQTT 5 user properties become headers"
+        retained = [m for m in records if m.value() == b"retained-state"]
+        assert len(retained) == 1 and dict(retained[0].headers())["mqtt.retain"] == b"true"
+
+        tern.stop()  # the session survives; the retained message must not come back
+        tern.start()
+        device.publish("sensors/dev-x/temperature", b"after-restart", qos=1).wait_for_publish(10)
+        after = read_all(tern.bootstrap, "sensors", 1002)
+        assert sum(m.value() == b"retained-state" for m in after) == 1, "a resumed session does not re-ingest retained messages"
+        assert any(m.value() == b"after-restart" for m in after)
+        assert "session_present=true" in tern.log_text()
+    finally:
+        device.loop_stop()
+        mosq.stop()
+
+
+def device_name(i):
+    return device(i, 100)
+
+
+def test_wrong_password_and_unreachable_broker_are_reported_and_kafka_keeps_working(tern_factory, tmp_path):
+    passwd = password_file(tmp_path, {"tern": "right"})
+    mosq = Mosquitto(tmp_path / "mq", password_file=passwd).start()
+    from harness import free_port
+    closed_port = free_port()
+    config = bridge_config(mosq, name="badpw", inbound=[SENSORS], extra='username = "tern"\npassword = "wrong"\nreconnect_max_ms = 300')
+    config += bridge_config(mosq, name="nobroker", inbound=[{"filter": "x/#", "topic": "x"}], extra="reconnect_max_ms = 300").replace(
+        f"port = {mosq.port}", f"port = {closed_port}")
+    tern = tern_factory(config=config)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            log = tern.log_text()
+            if "bridge=badpw" in log and "bridge=nobroker" in log and log.count("reconnecting in") >= 4:
+                break
+            time.sleep(0.2)
+        log = tern.log_text()
+        bad_pw = [l for l in log.splitlines() if "bridge=badpw" in l and "connection lost" in l]
+        no_broker = [l for l in log.splitlines() if "bridge=nobroker" in l and "connection lost" in l]
+        assert bad_pw and ("NotAuthorized" in bad_pw[0] or "BadUserNamePassword" in bad_pw[0]), bad_pw[:2]
+        assert no_broker and "Connection refused" in no_broker[0] and str(closed_port) in no_broker[0], no_broker[:2]
+        metrics = tern.metrics()
+        assert 'tern_mqtt_connected{bridge="nobroker",direction="in"} 0' in metrics
+        # The broker itself is unaffected.
+        p = Producer({"bootstrap.servers": tern.bootstrap})
+        p.produce("still-up", b"ok")
+        assert p.flush(30) == 0
+    finally:
+        mosq.stop()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[bridges.mqtt]]\nname = "gw"\n[[bridges.mqtt.inbound]]\nfilter = "sensors/#/x"\ntopic = "s"\n', "`#` must be the last level"),
+    ('[[bridges.mqtt]]\nname = "gw"\n[[bridges.mqtt.inbound]]\nfilter = "sensors/+/t"\ntopic = "s"\nkey = "{2}"\n', "names `{2}` but filter `sensors/+/t` has 1 `+` level"),
+    ('[[bridges.mqtt]]\nname = "gw"\nkeepalive = 3\n', "unknown field `keepalive`"),
+    ('[[bridges.mqtt]]\nname = "gw"\n[[bridges.mqtt.outbound]]\ntopic = "c"\nmqtt_topic = "devices/+/cmd"\n', "must not contain MQTT wildcards"),
+    ('[[bridges.mqtt]]\nname = "gw"\n[bridges.mqtt.tls]\nca_file = "/nonexistent/ca.pem"\n[[bridges.mqtt.inbound]]\nfilter = "a"\ntopic = "a"\n', "/nonexistent/ca.pem does not exist"),
+])
+def test_bad_bridge_config_is_refused_with_a_clear_message(tmp_path, text, message):
+    from harness import TERN_BIN as binary
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    check = subprocess.run([binary, "config", "check", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode != 0 and message in check.stderr, check.stderr
+    serve = subprocess.run([binary, "serve", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert serve.returncode != 0 and message in serve.stderr, serve.stderr
