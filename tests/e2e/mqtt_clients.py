@@ -1,22 +1,25 @@
 """MQTT publisher and subscriber processes for the bridge tests (paho-mqtt), run as their
 own processes so a test can kill tern or mosquitto while they keep going.
 
-    python3 mqtt_clients.py publish PORT COUNT DEVICES QOS [--v5] [--start N]
+    python3 mqtt_clients.py publish PORT COUNT DEVICES QOS [--v5] [--start N] [--pad BYTES]
         publishes messages N..N+COUNT-1 to sensors/dev-<i % DEVICES>/temperature, waits
         for every PUBACK (reconnecting through broker restarts), prints "published COUNT"
     python3 mqtt_clients.py subscribe PORT FILTER OUTFILE
         appends "topic<TAB>payload" lines for every message received (QoS 1)
 """
 
+import random
 import sys
 import time
 
 import paho.mqtt.client as mqtt
 
 
-def payload(i):
-    """Message i's bytes: its number, then binary bytes (all 256 values over the run)."""
-    return f"{i}:".encode() + bytes((i * 7 + j) % 256 for j in range(i % 64))
+def payload(i, pad=0):
+    """Message i's bytes: its number, then binary bytes (all 256 values over the run),
+    then `pad` incompressible bytes."""
+    body = f"{i}:".encode() + bytes((i * 7 + j) % 256 for j in range(i % 64))
+    return body + random.Random(i).randbytes(pad) if pad else body
 
 
 def device(i, devices):
@@ -35,7 +38,7 @@ def connect(port, client_id, clean, v5=False):
     return client
 
 
-def publish(port, count, devices, qos, v5, start):
+def publish(port, count, devices, qos, v5, start, pad=0):
     client = connect(port, f"publisher-{start}", clean=False, v5=v5)
     infos = []
     for i in range(start, start + count):
@@ -43,7 +46,7 @@ def publish(port, count, devices, qos, v5, start):
         if v5:
             props = mqtt.Properties(mqtt.PacketTypes.PUBLISH)
             props.UserProperty = [("seq", str(i))]
-        infos.append(client.publish(f"sensors/{device(i, devices)}/temperature", payload(i), qos=qos, properties=props))
+        infos.append(client.publish(f"sensors/{device(i, devices)}/temperature", payload(i, pad), qos=qos, properties=props))
     deadline = time.time() + 600
     for info in infos:
         while not info.is_published() and qos > 0:
@@ -76,7 +79,8 @@ if __name__ == "__main__":
     if command == "publish":
         port, count, devices, qos = map(int, sys.argv[2:6])
         start = int(sys.argv[sys.argv.index("--start") + 1]) if "--start" in sys.argv else 0
-        publish(port, count, devices, qos, "--v5" in sys.argv, start)
+        pad = int(sys.argv[sys.argv.index("--pad") + 1]) if "--pad" in sys.argv else 0
+        publish(port, count, devices, qos, "--v5" in sys.argv, start, pad)
     elif command == "subscribe":
         subscribe(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:

@@ -29,8 +29,9 @@ def wait_subscribed(tern, timeout=20):
     raise AssertionError("the bridge did not subscribe:\n" + tern.log_text()[-3000:])
 
 
-def publisher(mosq, count, devices=100, qos=1, v5=False, start=0):
-    args = [sys.executable, str(HERE / "mqtt_clients.py"), "publish", str(mosq.port), str(count), str(devices), str(qos)]
+def publisher(mosq, count, devices=100, qos=1, v5=False, start=0, pad=0):
+    args = [sys.executable, str(HERE / "mqtt_clients.py"), "publish", str(mosq.port), str(count), str(devices), str(qos),
+            "--pad", str(pad)]
     if v5:
         args.append("--v5")
     args += ["--start", str(start)]
@@ -330,3 +331,39 @@ def test_bad_bridge_config_is_refused_with_a_clear_message(tmp_path, text, messa
     assert check.returncode != 0 and message in check.stderr, check.stderr
     serve = subprocess.run([binary, "serve", "--config", str(path)], capture_output=True, text=True, timeout=30)
     assert serve.returncode != 0 and message in serve.stderr, serve.stderr
+
+
+def test_full_disk_withholds_pubacks_and_nothing_is_lost_when_space_returns(tmp_path):
+    """tern's data on a small tmpfs (needs root; fails, never skips): while the disk is
+    full the bridge withholds PUBACKs, the messages wait in mosquitto, and all of them
+    arrive once space returns — without restarting anything."""
+    from harness import Tern
+    from test_disk import FS_MIB, mount_tmpfs
+
+    fs = tmp_path / "fs"
+    mount_tmpfs(fs)
+    mosq = Mosquitto(tmp_path / "mq").start()
+    tern = Tern(tmp_path / "work", config=f'[broker]\ndata_dir = "{fs / "data"}"\n' + bridge_config(mosq, inbound=[SENSORS]))
+    n = 6_000
+    try:
+        tern.start()
+        wait_subscribed(tern)
+        filler = fs / "filler"
+        filler.write_bytes(b"\0" * ((FS_MIB - 3) * 1024 * 1024))  # ~3 MiB left
+        finish(publisher(mosq, n, pad=1024))  # ~6 MiB of incompressible messages
+        deadline = time.time() + 60
+        while "PUBACKs withheld" not in tern.log_text() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "PUBACKs withheld" in tern.log_text(), "the disk never filled up"
+        metric = [l for l in tern.metrics().splitlines() if l.startswith("tern_mqtt_acked_total")]
+        acked = float(metric[0].split()[-1])
+        assert acked < n, f"{acked} acknowledged although the disk is full"
+        filler.unlink()  # space returns
+        records = read_all(tern.bootstrap, "sensors", n, timeout=120)
+        missing, duplicates = count_deliveries(records, n)
+        assert not missing, f"{len(missing)} messages lost, e.g. {missing[:10]}"
+        print(f"\nfull disk: {int(acked)} acknowledged before the disk filled, all {n} stored after, {duplicates} duplicates")
+    finally:
+        tern.kill()
+        mosq.stop()
+        subprocess.run(["umount", "-l", str(fs)], check=False)
