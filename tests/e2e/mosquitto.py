@@ -18,7 +18,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class Mosquitto:
-    def __init__(self, workdir, name="mosquitto", max_inflight=1000, tls=None, password_file=None):
+    def __init__(self, workdir, name="mosquitto", max_inflight=1000, tls=None, password_file=None, extra=""):
         if not os.path.exists(MOSQUITTO):
             raise RuntimeError("mosquitto not found: tests/run installs it (apt-get install mosquitto)")
         self.workdir = pathlib.Path(workdir)
@@ -28,6 +28,7 @@ class Mosquitto:
         self.max_inflight = max_inflight
         self.tls = tls  # (ca, cert, key) paths
         self.password_file = password_file
+        self.extra = extra  # more mosquitto.conf lines
         self.log_path = self.workdir / f"{name}.log"
         self.proc = None
 
@@ -56,7 +57,7 @@ class Mosquitto:
         if self.tls:
             ca, cert, key = self.tls
             lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.extra
 
     def start(self, timeout=15):
         config = self.workdir / f"{self.name}.conf"
