@@ -284,6 +284,29 @@ mod tests {
     }
 
     #[test]
+    fn the_mqtt_bridge_example_is_valid() {
+        let config = Config::parse(include_str!("../configs/mqtt-bridge.toml"), None)
+            .expect("configs/mqtt-bridge.toml parses");
+        let bridges = tern_bridges::config::compile(&config.bridges.mqtt).expect("compiles");
+        assert_eq!(bridges.len(), 1);
+        assert_eq!(
+            (bridges[0].inbound.len(), bridges[0].outbound.len()),
+            (2, 1)
+        );
+        assert_eq!(bridges[0].client_id, "tern-gateway");
+    }
+
+    #[test]
+    fn bridge_errors_name_the_bridge_rule_and_key() {
+        let text = "[[bridges.mqtt]]\nname = \"gw\"\n[[bridges.mqtt.inbound]]\nfilter = \"a/+\"\ntopic = \"t\"\nkey = \"{3}\"\n";
+        let err = Config::parse(text, None).expect_err("no level 3");
+        assert!(err.to_string().contains("`gw` inbound rule 1"), "{err}");
+        let err = Config::parse("[[bridges.mqtt]]\nname = \"gw\"\nhots = \"x\"\n", None)
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `hots`"), "{err}");
+    }
+
+    #[test]
     fn an_empty_file_gets_every_default() {
         let config = Config::parse("", None).expect("empty is valid");
         assert_eq!(config.kafka.listen, "127.0.0.1:9092");

@@ -50,6 +50,10 @@ impl Window {
         }
     }
 
+    fn is_full(&self) -> bool {
+        self.unacked.load(Ordering::Acquire) >= self.cap
+    }
+
     fn take(&self) {
         self.unacked.fetch_add(1, Ordering::AcqRel);
     }
@@ -114,6 +118,7 @@ pub async fn run<L: TernLog>(
         // appender; the window bounds what is in it.
         let (tx, rx) = mpsc::unbounded_channel();
         let window = Arc::new(Window::new(usize::from(bridge.config.max_inflight)));
+        let (overflow_tx, mut overflow) = mpsc::unbounded_channel();
         let appender = tokio::spawn(append_loop(
             rx,
             client.clone(),
@@ -121,6 +126,7 @@ pub async fn run<L: TernLog>(
             Arc::clone(&log),
             meters.clone(),
             Arc::clone(&window),
+            overflow_tx,
         ));
         let mut session = Session {
             bridge: &bridge,
@@ -136,7 +142,7 @@ pub async fn run<L: TernLog>(
         let started = Instant::now();
         let lost = tokio::select! {
             _ = shutdown.cancelled() => None,
-            e = session.receive(&mut connection) => Some(e),
+            e = session.receive(&mut connection, &mut overflow) => Some(e),
         };
         if started.elapsed() > STABLE_CONNECTION {
             backoff.reset();
@@ -175,9 +181,29 @@ struct Session<'a> {
 
 impl Session<'_> {
     /// Polls the connection until it fails; returns why.
-    async fn receive(&mut self, connection: &mut mqtt::Connection) -> String {
+    async fn receive(
+        &mut self,
+        connection: &mut mqtt::Connection,
+        overflow: &mut mpsc::UnboundedReceiver<AckToken>,
+    ) -> String {
+        let mut acks = Vec::new();
         loop {
-            self.window.wait_for_room().await;
+            // PUBACKs that did not fit rumqttc's request queue go out first.
+            while let Ok(ack) = overflow.try_recv() {
+                acks.push(ack);
+            }
+            if !acks.is_empty() {
+                if let Err(e) = connection.write_acks(self.client, &mut acks).await {
+                    return e;
+                }
+            }
+            if self.window.is_full() {
+                tokio::select! {
+                    ack = overflow.recv() => acks.extend(ack),
+                    _ = self.window.wait_for_room() => {}
+                }
+                continue;
+            }
             let event = match connection.poll().await {
                 Ok(event) => event,
                 Err(e) => return e,
@@ -315,6 +341,7 @@ async fn append_loop<L: TernLog>(
     log: Arc<L>,
     meters: Meters,
     window: Arc<Window>,
+    overflow: mpsc::UnboundedSender<AckToken>,
 ) {
     let linger = Duration::from_millis(bridge.config.linger_ms);
     let max = usize::from(bridge.config.max_inflight);
@@ -338,11 +365,11 @@ async fn append_loop<L: TernLog>(
             append_until_durable(&bridge, log.as_ref(), &meters, &topic, records).await;
         }
         for p in batch {
-            // Never waits: the request queue holds more than a full window of acks.
-            if let Err(e) = client.try_ack(&p.ack) {
-                // The connection is gone: the broker will send the message again.
-                warn!(bridge = %bridge.config.name, error = %e, "PUBACK not sent");
-                return;
+            // Never waits. rumqttc drains its request queue only between network reads,
+            // so under a flood the queue can fill: those PUBACKs go to the polling task,
+            // which writes them itself before it reads again.
+            if client.try_ack(&p.ack).is_err() && overflow.send(p.ack).is_err() {
+                return; // the connection is gone: the broker will send the message again
             }
             meters.acked.inc();
             meters.inflight.dec();

@@ -201,6 +201,42 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Sends PUBACKs without reading from the network. MQTT 3.1.1: written straight to
+    /// the socket (rumqttc keeps no state for our manual PUBACKs). MQTT 5: queued on the
+    /// client; those that do not fit stay in `acks` for the next call (the broker's
+    /// receive maximum bounds them).
+    pub async fn write_acks(
+        &mut self,
+        client: &Client,
+        acks: &mut Vec<AckToken>,
+    ) -> Result<(), String> {
+        match self {
+            Connection::V4(e) => {
+                let network = e
+                    .network
+                    .as_mut()
+                    .ok_or_else(|| "not connected".to_string())?;
+                for ack in acks.drain(..) {
+                    if let AckToken::V4(p) = ack {
+                        if p.qos != QoS::AtMostOnce {
+                            network
+                                .write(Packet::PubAck(rumqttc::PubAck::new(p.pkid)))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+                network.flush().await.map_err(|e| e.to_string())
+            }
+            Connection::V5(_) => {
+                acks.retain(|ack| client.try_ack(ack).is_err());
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Client {
     pub async fn subscribe(
         &self,

@@ -1,6 +1,6 @@
 """MQTT bridge benchmark: how fast mosquitto drains a queue of QoS 1 (and QoS 0) messages
 into (a) a plain C subscriber (mosquitto_sub) and (b) tern's bridge, which appends every
-message durably before its PUBACK. Messages are queued while the subscriber is offline
+message durably before its PUBACK. Messages (2-66 bytes, tests/e2e/mqtt_clients.py) are queued while the subscriber is offline
 (persistent session), so the publisher's speed does not enter the figure. Also samples
 tern's RSS while the queue drains (memory must stay bounded however long the outage).
 
@@ -24,15 +24,13 @@ sys.path.insert(0, str(HERE.parent / "e2e"))
 from harness import Tern  # noqa: E402
 from mosquitto import Mosquitto, bridge_config  # noqa: E402
 
-TOPIC = "sensors/dev-1/temperature"
-PAYLOAD = "t=21.5;h=40;battery=3.01;seq="  # ~40-byte sensor reading
 
 
 def queue_messages(mosq, count):
-    """Publishes `count` messages with mosquitto_pub -l (one C client, QoS 1)."""
-    lines = "".join(f"{PAYLOAD}{i:08d}\n" for i in range(count))
-    subprocess.run(["mosquitto_pub", "-p", str(mosq.port), "-q", "1", "-l", "-t", TOPIC],
-                   input=lines, text=True, check=True)
+    """Publishes `count` QoS 1 messages over 100 device topics and waits for every PUBACK
+    (paho; mosquitto_pub -l exits with messages still unsent)."""
+    subprocess.run([sys.executable, str(HERE.parent / "e2e" / "mqtt_clients.py"), "publish", str(mosq.port),
+                    str(count), "100", "1"], check=True, stdout=subprocess.DEVNULL)
 
 
 def plain_subscriber_rate(workdir, count, qos):
