@@ -67,11 +67,11 @@ def rss_kib(pid):
     return 0
 
 
-def bridge_rate(workdir, count, qos):
+def bridge_rate(workdir, count, qos, extra=""):
     """Drain rate into tern and peak RSS while draining."""
     mosq = Mosquitto(workdir / f"bridge-q{qos}", extra="queue_qos0_messages true\n").start()
     rule = {"filter": "sensors/+/temperature", "topic": "sensors", "key": "{1}", "qos": qos}
-    tern = Tern(workdir / f"tern-q{qos}", config=bridge_config(mosq, inbound=[rule]))
+    tern = Tern(workdir / f"tern-q{qos}-{time.time()}", config=bridge_config(mosq, inbound=[rule], extra=extra))
     try:
         tern.start()
         deadline = time.time() + 20
@@ -97,17 +97,22 @@ def bridge_rate(workdir, count, qos):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--outage", type=int, default=1_000_000)
+    parser.add_argument("--outage", type=int, default=1_000_000, help="0 skips the outage run")
+    parser.add_argument("--qos", type=int, nargs="*", default=[1, 0])
+    parser.add_argument("--max-inflight", type=int, default=1000, help="the bridge's max_inflight")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
-        for qos in (1, 0):
+        extra = f"max_inflight = {args.max_inflight}\n"
+        for qos in args.qos:
             plain = plain_subscriber_rate(work, args.messages, qos)
-            bridged, peak, _ = bridge_rate(work, args.messages, qos)
+            bridged, peak, _ = bridge_rate(work, args.messages, qos, extra)
             print(f"QoS {qos}: {args.messages} queued messages: mosquitto_sub {plain:,.0f} msg/s, "
                   f"tern bridge (durable before PUBACK) {bridged:,.0f} msg/s, ratio {bridged / plain:.2f}, "
                   f"tern peak RSS {peak / 1024:.1f} MiB", flush=True)
-        rate, peak, end = bridge_rate(work, args.outage, 1)
+        if not args.outage:
+            return
+        rate, peak, end = bridge_rate(work, args.outage, 1, extra)
         print(f"outage drain: {args.outage} QoS 1 messages queued in mosquitto drained at {rate:,.0f} msg/s; "
               f"tern RSS peak {peak / 1024:.1f} MiB, after {end / 1024:.1f} MiB", flush=True)
 
