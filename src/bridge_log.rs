@@ -85,10 +85,10 @@ impl TernLog for BridgeLog {
         }
     }
 
-    async fn append(&self, topic: &str, records: Vec<InboundRecord>) -> Result<usize, PortError> {
+    async fn append(&self, topic: &str, records: &[InboundRecord]) -> Result<usize, PortError> {
         let t = self.topic(topic)?;
         let count = t.partition_count().max(1);
-        let mut by_partition: BTreeMap<i32, Vec<InboundRecord>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Vec<&InboundRecord>> = BTreeMap::new();
         for r in records {
             let p = match &r.key {
                 Some(key) => partition_for_key(key, count),
@@ -109,7 +109,7 @@ impl TernLog for BridgeLog {
             let mut chunk_bytes = BATCH_OVERHEAD;
             let mut chunks = Vec::new();
             for r in records {
-                let size = record_size(&r);
+                let size = record_size(r);
                 if size + BATCH_OVERHEAD > max {
                     warn!(
                         topic,
@@ -127,9 +127,9 @@ impl TernLog for BridgeLog {
                 }
                 chunk_bytes += size;
                 chunk.push(Outgoing {
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers,
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
                     timestamp: r.timestamp_ms,
                 });
             }

@@ -355,20 +355,22 @@ async fn append_loop<L: TernLog>(
             }
         }
         let mut by_topic: Vec<(Arc<str>, Vec<InboundRecord>)> = Vec::new();
-        for p in &batch {
+        let mut acks = Vec::with_capacity(batch.len());
+        for p in batch {
             match by_topic.iter_mut().find(|(t, _)| *t == p.topic) {
-                Some((_, records)) => records.push(p.record.clone()),
-                None => by_topic.push((Arc::clone(&p.topic), vec![p.record.clone()])),
+                Some((_, records)) => records.push(p.record),
+                None => by_topic.push((p.topic, vec![p.record])),
             }
+            acks.push(p.ack);
         }
         for (topic, records) in by_topic {
-            append_until_durable(&bridge, log.as_ref(), &meters, &topic, records).await;
+            append_until_durable(&bridge, log.as_ref(), &meters, &topic, &records).await;
         }
-        for p in batch {
+        for ack in acks {
             // Never waits. rumqttc drains its request queue only between network reads,
             // so under a flood the queue can fill: those PUBACKs go to the polling task,
             // which writes them itself before it reads again.
-            if client.try_ack(&p.ack).is_err() && overflow.send(p.ack).is_err() {
+            if client.try_ack(&ack).is_err() && overflow.send(ack).is_err() {
                 return; // the connection is gone: the broker will send the message again
             }
             meters.acked.inc();
@@ -383,12 +385,12 @@ async fn append_until_durable<L: TernLog>(
     log: &L,
     meters: &Meters,
     topic: &str,
-    records: Vec<InboundRecord>,
+    records: &[InboundRecord],
 ) {
     let mut retry = Backoff::new(100, 5_000);
     let count = records.len() as u64;
     loop {
-        match log.append(topic, records.clone()).await {
+        match log.append(topic, records).await {
             Ok(rejected) => {
                 meters.appended.inc_by(count - rejected as u64);
                 meters.dropped.inc_by(rejected as u64);

@@ -45,7 +45,7 @@ pub trait TernLog: Send + Sync + 'static {
     fn append(
         &self,
         topic: &str,
-        records: Vec<InboundRecord>,
+        records: &[InboundRecord],
     ) -> impl Future<Output = Result<usize, PortError>> + Send;
 
     /// Durable records of one partition from `offset` on, up to about `max_bytes`.
