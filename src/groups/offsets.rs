@@ -357,7 +357,18 @@ mod tests {
             let store = SledOffsets::open(dir.path(), 1 << 20).expect("open");
             exercise(&store);
         }
-        let store = SledOffsets::open(dir.path(), 1 << 20).expect("reopen");
+        // sled's background flusher can hold the database (and its file lock) for a moment
+        // after the last handle is dropped; a restarted tern is a new process and never
+        // sees this, a reopen in the same process may have to wait.
+        let mut reopened = SledOffsets::open(dir.path(), 1 << 20);
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            reopened = SledOffsets::open(dir.path(), 1 << 20);
+        }
+        let store = reopened.expect("reopen");
         assert_eq!(
             store.get("g1").expect("get"),
             vec![("t".to_string(), 1, committed(7, ""))]
