@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use tern_bridges::ports::{InboundRecord, PortError, StoredRecord, TernLog};
+use tern_bridges::ports::{InboundRecord, PortError, StoredRead, StoredRecord, TernLog};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -143,16 +143,16 @@ impl TernLog for BridgeLog {
             if bytes.is_empty() {
                 continue;
             }
-            let (_, upto, _) = self
+            let appended = self
                 .broker
                 .append(topic, &log, &bytes, now)
                 .map_err(unavailable)?;
-            pending.push((log, upto));
+            pending.push((log, appended));
         }
-        for (log, upto) in pending {
+        for (log, appended) in pending {
             self.broker
                 .group_commit
-                .wait_durable(log, upto)
+                .wait_durable(log, appended.upto, appended.generation)
                 .await
                 .map_err(unavailable)?;
         }
@@ -165,25 +165,41 @@ impl TernLog for BridgeLog {
         partition: i32,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<Vec<StoredRecord>, PortError> {
+    ) -> Result<StoredRead, PortError> {
         let log = self.partition(topic, partition)?;
-        let result = match log.lock().read(offset, max_bytes) {
+        let result = match log.read(offset, max_bytes) {
             Ok(r) => r,
             Err(LogError::OffsetOutOfRange { start, .. }) if offset < start => {
                 return Err(PortError::OutOfRange { offset, start })
             }
             Err(e) => return Err(unavailable(e)),
         };
-        let records = crate::log::records::decode(&result.bytes).map_err(unavailable)?;
-        Ok(records
-            .into_iter()
-            .filter(|r| r.offset >= offset && !r.control)
-            .map(|r| StoredRecord {
-                offset: r.offset,
-                key: r.key,
-                value: r.value.unwrap_or_default(),
-            })
-            .collect())
+        let mut read = StoredRead {
+            records: Vec::new(),
+            end: offset,
+        };
+        for batch in crate::log::records::decode_batches(&result.bytes) {
+            read.end = read.end.max(batch.header.next_offset());
+            match batch.records {
+                Ok(records) => read.records.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.offset >= offset && !r.control)
+                        .map(|r| StoredRecord {
+                            offset: r.offset,
+                            key: r.key,
+                            value: r.value.unwrap_or_default(),
+                        }),
+                ),
+                Err(e) => {
+                    self.broker.metrics.corrupt_batches.inc();
+                    warn!(topic, partition, base_offset = batch.header.base_offset,
+                        last_offset = batch.header.last_offset(), error = %e,
+                        "a stored batch cannot be decoded; the MQTT bridge skips it");
+                }
+            }
+        }
+        Ok(read)
     }
 
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), PortError> {

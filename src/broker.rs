@@ -13,6 +13,17 @@ use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
 use crate::topics::{Topic, TopicError, Topics};
 
+/// Where an append landed, and what to wait for before acknowledging it.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub base_offset: i64,
+    /// One past the last offset written.
+    pub upto: i64,
+    pub log_start: i64,
+    /// The log generation of the write (see `GroupCommit::wait_durable`).
+    pub generation: u64,
+}
+
 pub struct Broker {
     pub config: Config,
     pub topics: Topics,
@@ -128,14 +139,16 @@ impl Broker {
         }
     }
 
-    /// Appends the batches of one partition; returns (base offset, end offset, log start).
+    /// Appends the batches of one partition (the path Produce, the MQTT bridge and the
+    /// offset store share). Durability is the caller's to wait for, with
+    /// [`Appended::upto`] and [`Appended::generation`].
     pub fn append(
         &self,
         topic: &str,
         log: &Partition,
         records: &[u8],
         now: i64,
-    ) -> Result<(i64, i64, i64), LogError> {
+    ) -> Result<Appended, LogError> {
         let batches = batch::split_batches(records)?;
         if batches.is_empty() {
             return Err(LogError::Corrupt(batch::BatchError::Truncated {
@@ -143,21 +156,28 @@ impl Broker {
                 need: batch::HEADER_LEN,
             }));
         }
-        // Appends do file I/O and lz4 under a std mutex: let the runtime move other tasks away.
-        let info = tokio::task::block_in_place(|| log.lock().append(&batches, now))?;
+        // Appends do file I/O and compression: let the runtime move other tasks away.
+        let info = tokio::task::block_in_place(|| log.append(&batches, now))?;
         self.metrics
             .record_produce(topic, info.records, info.stored_bytes);
         let log_start = log.lock().log_start_offset();
-        Ok((info.base_offset, info.last_offset + 1, log_start))
+        Ok(Appended {
+            base_offset: info.base_offset,
+            upto: info.last_offset + 1,
+            log_start,
+            generation: info.generation,
+        })
     }
 
     /// Refreshes the per-partition gauges and returns the Prometheus text.
     pub fn render_metrics(&self) -> String {
         self.metrics.clear_partitions();
         let mut total = 0u64;
+        let mut fenced = 0i64;
         for topic in self.topics.list() {
             for partition in topic.partitions() {
                 let log = partition.lock();
+                fenced += log.fenced().is_some() as i64;
                 let size = log.size_bytes();
                 total += size;
                 self.metrics.set_partition(
@@ -171,6 +191,7 @@ impl Broker {
             }
         }
         self.metrics.stored_bytes.set(total);
+        self.metrics.fenced_partitions.set(fenced);
         self.metrics.render()
     }
 }

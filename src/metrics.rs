@@ -39,6 +39,9 @@ pub struct Metrics {
     pub stored_bytes: Gauge<u64, AtomicU64>,
     pub offset_commits: Counter,
     pub offset_flushes: Counter,
+    pub fsync_errors: Counter,
+    pub fenced_partitions: Gauge,
+    pub corrupt_batches: Counter,
     pub mqtt: tern_bridges::metrics::BridgeMetrics,
 }
 
@@ -68,6 +71,9 @@ impl Metrics {
             stored_bytes: Gauge::default(),
             offset_commits: Counter::default(),
             offset_flushes: Counter::default(),
+            fsync_errors: Counter::default(),
+            fenced_partitions: Gauge::default(),
+            corrupt_batches: Counter::default(),
             mqtt: Default::default(),
             registry: Registry::default(),
         };
@@ -106,6 +112,21 @@ impl Metrics {
             "fsync_partitions",
             "Partition fsyncs done by group commit",
             m.fsync_partitions.clone(),
+        );
+        registry.register(
+            "fsync_errors",
+            "Failed fsyncs; each fences its partition until it is reopened from disk",
+            m.fsync_errors.clone(),
+        );
+        registry.register(
+            "fenced_partitions",
+            "Partitions refusing appends after a storage error",
+            m.fenced_partitions.clone(),
+        );
+        registry.register(
+            "corrupt_batches",
+            "Stored batches found corrupt (CRC or structure) and quarantined",
+            m.corrupt_batches.clone(),
         );
         registry.register(
             "connections",

@@ -11,6 +11,38 @@ use tracing::{error, warn};
 use crate::broker::Broker;
 use crate::log::{self, Partition};
 
+/// How often fenced partitions (a failed fsync) are tried again from disk.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reopens fenced partitions from disk until `shutdown` fires: a partition whose fsync
+/// failed (a full disk, a flaky card) serves appends again once the disk works.
+pub async fn run_reopener(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(REOPEN_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let broker = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || reopen_fenced(&broker)).await;
+    }
+}
+
+fn reopen_fenced(broker: &Broker) {
+    for topic in broker.topics.list() {
+        for partition in topic.partitions() {
+            if partition.lock().fenced().is_none() {
+                continue;
+            }
+            if let Err(e) = partition.reopen_if_fenced(log::now_ms()) {
+                warn!(topic = %partition.topic, partition = partition.index, error = %e,
+                    "fenced partition cannot be reopened yet; retrying");
+            }
+        }
+    }
+}
+
 /// Runs until `shutdown` fires, checking every `storage.retention_check_interval_ms`.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
     let period = Duration::from_millis(broker.config.storage.retention_check_interval_ms);
@@ -78,6 +110,21 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
                 if let Err(e) = log.roll(log::now_ms()) {
                     error!(topic = %p.topic, partition = p.index, error = %e, "could not seal a segment for the disk budget");
                     break;
+                }
+                // Seal it durably before anything below it is evicted.
+                let target = log.sync_target();
+                drop(log);
+                let result = target.run();
+                let mut log = p.lock();
+                match result {
+                    Ok(()) => {
+                        log.complete_sync(&target);
+                    }
+                    Err(e) => {
+                        broker.metrics.fsync_errors.inc();
+                        log.fail_sync(&e.to_string());
+                        break;
+                    }
                 }
                 continue;
             }

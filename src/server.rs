@@ -71,6 +71,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         ready_ms = started.elapsed().as_millis() as u64, "tern ready");
 
     let retention = tokio::spawn(crate::retention::run(Arc::clone(&broker), shutdown.clone()));
+    let reopener = tokio::spawn(crate::retention::run_reopener(
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     let group_ticker = tokio::spawn(Arc::clone(&broker.groups).run_ticker(shutdown.clone()));
     let http = tokio::spawn(crate::http::run(
         Arc::clone(&broker),
@@ -84,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let _ = bridge.await;
     }
     let _ = retention.await;
+    let _ = reopener.await;
     let _ = group_ticker.await;
     match http.await {
         Ok(Err(e)) => error!(error = %e, "http server failed"),

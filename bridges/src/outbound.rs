@@ -281,8 +281,8 @@ impl<L: TernLog> Publisher<'_, L> {
                 let src = &self.sources[s];
                 (src.topic.clone(), src.partition, src.next)
             };
-            let records = match self.log.read(&topic, partition, next, READ_BYTES) {
-                Ok(records) => records,
+            let read = match self.log.read(&topic, partition, next, READ_BYTES) {
+                Ok(read) => read,
                 Err(PortError::OutOfRange { start, .. }) => {
                     warn!(bridge = %self.bridge.config.name, topic, partition, next, start,
                           "records were deleted by retention before they were published; skipping to the log start");
@@ -297,11 +297,13 @@ impl<L: TernLog> Publisher<'_, L> {
                 }
             };
             let rule = &self.bridge.outbound[self.sources[s].rule];
-            for record in records {
+            let mut read_everything = true;
+            for record in read.records {
                 if record.offset < self.sources[s].next {
                     continue;
                 }
                 if self.inflight() >= window {
+                    read_everything = false;
                     break;
                 }
                 self.sources[s].next = record.offset + 1;
@@ -320,6 +322,10 @@ impl<L: TernLog> Publisher<'_, L> {
                 self.client
                     .publish(mqtt_topic, rule.qos, rule.retain, record.value)
                     .await?;
+            }
+            // Batches skipped as undecodable leave `end` past the last record.
+            if read_everything && read.end > self.sources[s].next {
+                self.sources[s].next = read.end;
             }
         }
         Ok(())

@@ -24,6 +24,14 @@ pub struct StoredRecord {
     pub value: Bytes,
 }
 
+/// What one read returned: the records, and the offset after the last batch it covered
+/// (batches that could not be decoded are skipped, so `end` can lie past the last record).
+#[derive(Debug, Clone, Default)]
+pub struct StoredRead {
+    pub records: Vec<StoredRecord>,
+    pub end: i64,
+}
+
 #[derive(Debug, Error)]
 pub enum PortError {
     /// Worth retrying later (disk full, I/O error): nothing was acknowledged.
@@ -49,13 +57,14 @@ pub trait TernLog: Send + Sync + 'static {
     ) -> impl Future<Output = Result<usize, PortError>> + Send;
 
     /// Durable records of one partition from `offset` on, up to about `max_bytes`.
+    /// Batches that cannot be decoded are reported by the implementation and skipped.
     fn read(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<Vec<StoredRecord>, PortError>;
+    ) -> Result<StoredRead, PortError>;
 
     /// (log start, durable end) of one partition.
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), PortError>;

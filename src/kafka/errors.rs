@@ -7,8 +7,11 @@ use crate::topics::{ConfigError, TopicError};
 
 pub fn log_error_code(e: &LogError) -> ResponseError {
     match e {
-        LogError::Io { .. } | LogError::NotDurable(_) => ResponseError::KafkaStorageError,
+        LogError::Io { .. } | LogError::NotDurable(_) | LogError::Fenced(_) => {
+            ResponseError::KafkaStorageError
+        }
         LogError::Corrupt(_) => ResponseError::CorruptMessage,
+        LogError::InvalidRecords(_) => ResponseError::InvalidRecord,
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::ShuttingDown => ResponseError::NotLeaderOrFollower,

@@ -4,9 +4,9 @@
 //! stamps the base offset (which lies outside the CRC) and, for uncompressed batches on an
 //! lz4 topic, compresses the records section once. Byte layout: docs/FORMAT.md.
 
-use std::io::Write;
-
 use thiserror::Error;
+
+use super::{codec, record_check};
 
 /// Bytes before the records section: the whole v2 batch header.
 pub const HEADER_LEN: usize = 61;
@@ -42,6 +42,17 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// The attribute bits that name this codec.
+    pub fn attribute_bits(self) -> i16 {
+        match self {
+            Codec::None => 0,
+            Codec::Gzip => 1,
+            Codec::Snappy => 2,
+            Codec::Lz4 => 3,
+            Codec::Zstd => 4,
+        }
+    }
+
     fn from_attributes(attributes: i16) -> Option<Codec> {
         match attributes & COMPRESSION_MASK {
             0 => Some(Codec::None),
@@ -69,8 +80,10 @@ pub enum BatchError {
     BadCodec(i16),
     #[error("record count {count} does not match last offset delta {delta}")]
     BadRecordCount { count: i32, delta: i32 },
-    #[error("lz4 compression failed: {0}")]
+    #[error("compression failed: {0}")]
     Compress(String),
+    #[error("invalid records: {0}")]
+    Records(String),
 }
 
 /// The fixed header of one batch, decoded (big-endian, as on the wire).
@@ -241,36 +254,76 @@ pub fn split_batches(records: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, BatchE
     Ok(out)
 }
 
+/// Most bytes the records of one batch may decompress to: the declared record count times
+/// `max.message.bytes`, never more than [`MAX_UNCOMPRESSED_BATCH`]. A batch whose records
+/// expand beyond that is refused at produce and skipped by readers.
+pub fn uncompressed_limit(header: &BatchHeader, max_message_bytes: usize) -> u64 {
+    (header.record_count.max(1) as u64)
+        .saturating_mul(max_message_bytes.max(1) as u64)
+        .min(MAX_UNCOMPRESSED_BATCH)
+}
+
+/// The cap of [`uncompressed_limit`]: Kafka clients batch at most about 1 MB before
+/// compression by default (librdkafka `batch.size`, the Java client's `max.request.size`).
+pub const MAX_UNCOMPRESSED_BATCH: u64 = 32 * 1024 * 1024;
+
+/// A reader of the records section of `batch`, decompressed, at most `limit` bytes.
+pub fn records_reader<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+    limit: u64,
+) -> Result<Box<dyn std::io::Read + Send + 'a>, BatchError> {
+    codec::decoder(header.codec(), &batch[HEADER_LEN..], limit)
+        .map_err(|e| BatchError::Records(e.to_string()))
+}
+
+/// Checks the records inside `batch` (count, offsets, lengths), decompressing with a bound.
+pub fn validate_records(batch: &[u8], header: &BatchHeader, limit: u64) -> Result<(), BatchError> {
+    let reader = records_reader(batch, header, limit)?;
+    record_check::validate(reader, header.record_count).map_err(|e| match e {
+        record_check::RecordError::Read(io) => {
+            BatchError::Records(codec::from_io(header.codec(), io).to_string())
+        }
+        other => BatchError::Records(other.to_string()),
+    })
+}
+
+/// Rewrites `batch` with its records compressed by `target` (`Codec::None`: uncompressed),
+/// updating length, attributes and CRC. `limit` bounds the decompression of the source.
+pub fn recompress(batch: &[u8], target: Codec, limit: u64) -> Result<Vec<u8>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let section = &batch[HEADER_LEN..];
+    let plain = match header.codec() {
+        Codec::None => std::borrow::Cow::Borrowed(section),
+        source => std::borrow::Cow::Owned(
+            codec::decompress(source, section, limit)
+                .map_err(|e| BatchError::Records(e.to_string()))?,
+        ),
+    };
+    let records = match target {
+        Codec::None => plain.into_owned(),
+        _ => codec::compress(target, &plain).map_err(|e| BatchError::Compress(e.to_string()))?,
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(&records);
+    let batch_length =
+        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| BatchError::BadLength(i32::MAX))?;
+    out[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (header.attributes & !COMPRESSION_MASK) | target.attribute_bits();
+    out[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// Rewrites an uncompressed batch as an lz4-compressed one (LZ4 frame, 64 KiB independent
 /// blocks: what the Java client's KafkaLZ4BlockInputStream and librdkafka both read).
 ///
 /// Returns `None` when compression would not make the batch smaller.
 pub fn compress_lz4(batch: &[u8]) -> Result<Option<Vec<u8>>, BatchError> {
-    let header = BatchHeader::parse(batch)?;
-    debug_assert_eq!(header.codec(), Codec::None);
-    let records = &batch[HEADER_LEN..];
-    let frame_info = lz4_flex::frame::FrameInfo::new()
-        .block_size(lz4_flex::frame::BlockSize::Max64KB)
-        .block_mode(lz4_flex::frame::BlockMode::Independent);
-    let mut out = Vec::with_capacity(HEADER_LEN + records.len() / 2 + 64);
-    out.extend_from_slice(&batch[..HEADER_LEN]);
-    let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(frame_info, out);
-    encoder
-        .write_all(records)
-        .map_err(|e| BatchError::Compress(e.to_string()))?;
-    let mut out = encoder
-        .finish()
-        .map_err(|e| BatchError::Compress(e.to_string()))?;
-    if out.len() >= batch.len() {
-        return Ok(None);
-    }
-    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
-    out[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = (header.attributes & !COMPRESSION_MASK) | 3;
-    out[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    let crc = compute_crc(&out);
-    out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(Some(out))
+    let out = recompress(batch, Codec::Lz4, batch.len() as u64)?;
+    Ok((out.len() < batch.len()).then_some(out))
 }
 
 #[cfg(test)]

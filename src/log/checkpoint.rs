@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const RECOVERY_POINT: &str = "recovery-point";
 pub const LOG_START_OFFSET: &str = "log-start-offset";
@@ -16,7 +17,10 @@ pub fn read(dir: &Path, name: &str) -> Option<i64> {
 }
 
 pub fn write(dir: &Path, name: &str, value: i64) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
+    // A unique temporary name: group commit and shutdown may write the same checkpoint.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.tmp{n}"));
     {
         let mut file = File::create(&tmp)?;
         writeln!(file, "{value}")?;
@@ -29,4 +33,20 @@ pub fn write(dir: &Path, name: &str, value: i64) -> io::Result<()> {
 /// Makes a rename or a new file in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Removes temporaries left by a write that a crash interrupted.
+pub fn remove_stale_temporaries(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_temporary = [RECOVERY_POINT, LOG_START_OFFSET]
+            .iter()
+            .any(|c| name.starts_with(&format!("{c}.tmp")));
+        if is_temporary {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
+use super::sync::SyncTarget;
 use super::{LogError, Partition};
 use crate::metrics::Metrics;
 
@@ -22,6 +23,8 @@ const MAX_GROUP: usize = 4096;
 struct SyncRequest {
     partition: Arc<Partition>,
     upto: i64,
+    /// The log generation the appended bytes belong to (see `Log::is_durable`).
+    generation: u64,
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -51,14 +54,22 @@ impl GroupCommit {
         )
     }
 
-    /// Waits until every offset below `upto` in `partition` is fsynced.
+    /// Waits until every offset below `upto` in `partition`, appended in log generation
+    /// `generation` (from `AppendInfo`), is fsynced. Fails if a sync failed in between,
+    /// even when later appends have reused those offsets.
     ///
     /// Cancel safety: dropping the future abandons only the wait; the sync still happens.
-    pub async fn wait_durable(&self, partition: Arc<Partition>, upto: i64) -> Result<(), LogError> {
+    pub async fn wait_durable(
+        &self,
+        partition: Arc<Partition>,
+        upto: i64,
+        generation: u64,
+    ) -> Result<(), LogError> {
         let (tx, rx) = oneshot::channel();
         let request = SyncRequest {
             partition,
             upto,
+            generation,
             done: Some(tx),
         };
         self.requests
@@ -79,6 +90,7 @@ impl GroupCommit {
             .send(SyncRequest {
                 partition,
                 upto,
+                generation: 0,
                 done: None,
             })
             .await;
@@ -107,62 +119,69 @@ async fn run(
                 Err(_) => break,
             }
         }
-        // One fsync target per partition touched by this group.
-        let mut targets = Vec::new();
+        // One sync target per partition touched by this group, taken under the lock.
+        let mut targets: Vec<(Arc<Partition>, SyncTarget)> = Vec::new();
         for request in &group {
             if targets
                 .iter()
-                .any(|(p, _, _): &(Arc<Partition>, _, _)| Arc::ptr_eq(p, &request.partition))
+                .any(|(p, _)| Arc::ptr_eq(p, &request.partition))
             {
                 continue;
             }
             let log = request.partition.lock();
-            if log.high_watermark() >= request.upto {
+            if log.fenced().is_some() || !log.needs_sync(request.upto) {
                 continue;
             }
-            let (file, point) = log.sync_target();
+            let target = log.sync_target();
             drop(log);
-            targets.push((Arc::clone(&request.partition), file, point));
+            targets.push((Arc::clone(&request.partition), target));
         }
         let started = Instant::now();
-        let files: Vec<_> = targets.iter().map(|(_, f, _)| Arc::clone(f)).collect();
-        let results = tokio::task::spawn_blocking(move || {
-            files
+        let count = targets.len();
+        // The fsyncs run outside every lock, on a blocking thread.
+        let (targets, results) = tokio::task::spawn_blocking(move || {
+            let results: Vec<Result<(), String>> = targets
                 .iter()
-                .map(|f| f.sync_data().map_err(|e| e.to_string()))
-                .collect::<Vec<_>>()
+                .map(|(_, t)| t.run().map_err(|e| e.to_string()))
+                .collect();
+            (targets, results)
         })
         .await
-        .unwrap_or_else(|e| vec![Err(format!("fsync task failed: {e}")); targets.len()]);
-        if !targets.is_empty() {
-            metrics.observe_fsync(started.elapsed(), targets.len());
+        .unwrap_or_else(|e| {
+            (
+                Vec::new(),
+                vec![Err(format!("fsync task failed: {e}")); count],
+            )
+        });
+        if count > 0 {
+            metrics.observe_fsync(started.elapsed(), count);
         }
-        let mut failures: Vec<(Arc<Partition>, String)> = Vec::new();
-        for ((partition, _, point), result) in targets.into_iter().zip(results) {
+        for ((partition, target), result) in targets.iter().zip(results) {
             let mut log = partition.lock();
             match result {
-                Ok(()) => log.mark_durable(point),
+                Ok(()) => {
+                    log.complete_sync(target);
+                }
                 Err(why) => {
+                    metrics.fsync_errors.inc();
                     error!(topic = %partition.topic, partition = partition.index, error = %why,
-                        "fsync failed: the unsynced tail is discarded and its producers get an error");
-                    if let Err(e) = log.discard_unsynced() {
-                        error!(topic = %partition.topic, partition = partition.index, error = %e,
-                            "could not discard the unsynced tail");
-                    }
-                    drop(log);
-                    failures.push((partition, why));
+                        "fsync failed: the unsynced tail is discarded and the partition fenced");
+                    log.fail_sync(&why);
                 }
             }
         }
         for request in group {
-            let outcome = match failures
-                .iter()
-                .find(|(p, _)| Arc::ptr_eq(p, &request.partition))
-            {
-                Some((_, why)) => Err(why.clone()),
-                None if request.partition.lock().high_watermark() >= request.upto => Ok(()),
-                None => Err("the log was cut back before this write became durable".to_string()),
+            let log = request.partition.lock();
+            let outcome = if log.is_durable(request.upto, request.generation) {
+                Ok(())
+            } else if let Some(why) = log.fenced() {
+                Err(why.to_string())
+            } else if request.generation != log.generation() {
+                Err("the log was cut back before this write became durable".to_string())
+            } else {
+                Err("the write is not durable yet".to_string())
             };
+            drop(log);
             if let Some(done) = request.done {
                 let _ = done.send(outcome);
             }

@@ -6,11 +6,12 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// An append-only file of fixed-size entries.
 #[derive(Debug)]
 struct EntryFile {
-    file: File,
+    file: Arc<File>,
     entry_len: u64,
     entries: u64,
 }
@@ -30,7 +31,7 @@ impl EntryFile {
             file.set_len(entries * entry_len)?;
         }
         Ok(EntryFile {
-            file,
+            file: Arc::new(file),
             entry_len,
             entries,
         })
@@ -133,6 +134,11 @@ impl OffsetIndex {
     pub fn sync(&self) -> io::Result<()> {
         self.entries.file.sync_data()
     }
+
+    /// The file, for an fsync done outside the partition lock.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.entries.file)
+    }
 }
 
 /// Time index: (max timestamp so far: i64, relative offset of the batch reaching it: u32).
@@ -208,6 +214,11 @@ impl TimeIndex {
 
     pub fn sync(&self) -> io::Result<()> {
         self.entries.file.sync_data()
+    }
+
+    /// The file, for an fsync done outside the partition lock.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.entries.file)
     }
 }
 

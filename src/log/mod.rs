@@ -3,12 +3,15 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod codec;
 pub mod group_commit;
 pub mod index;
 pub mod partition;
 pub mod producer_state;
+pub mod record_check;
 pub mod records;
 pub mod segment;
+pub mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -20,10 +23,14 @@ pub use partition::{AppendInfo, Log, Partition, ReadResult};
 /// How a topic treats the compression of incoming batches (`compression.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompressionPolicy {
-    /// Uncompressed batches are lz4-compressed once on append; compressed ones kept as sent.
+    /// tern's default: uncompressed batches are lz4-compressed once on append; batches a
+    /// producer compressed (with any codec) are kept as sent, sparing the gateway's CPU.
     Lz4,
     /// Batches are stored exactly as the producer sent them.
     Producer,
+    /// Kafka's semantics for an explicit codec: every batch not already in this codec is
+    /// recompressed on append (`Codec::None`: stored uncompressed).
+    Exactly(batch::Codec),
 }
 
 /// The settings of one topic that the log itself acts on.
@@ -65,6 +72,8 @@ pub enum LogError {
     },
     #[error("invalid record batch: {0}")]
     Corrupt(#[from] batch::BatchError),
+    #[error("records refused: {0}")]
+    InvalidRecords(String),
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge { size: usize, max: usize },
     #[error("offset {offset} is out of range [{start}, {end}]")]
@@ -73,6 +82,10 @@ pub enum LogError {
     NotDurable(String),
     #[error("the log is shutting down")]
     ShuttingDown,
+    #[error(
+        "partition fenced after a storage error ({0}); it is reopened from disk automatically"
+    )]
+    Fenced(String),
     #[error(transparent)]
     Sequence(#[from] producer_state::SequenceError),
 }

@@ -3,7 +3,8 @@
 //! records, retention). [`Partition`] wraps a [`Log`] in a mutex and is what the rest of
 //! tern holds.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,11 @@ use super::batch::{self, BatchHeader, Codec};
 use super::checkpoint::{self, LOG_START_OFFSET, RECOVERY_POINT};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::Segment;
+use super::sync::SyncTarget;
 use super::{CompressionPolicy, LogConfig, LogError};
+
+/// A batch ready to be written: validated, and compressed as the topic asks.
+pub type PreparedBatch<'a> = (BatchHeader, Cow<'a, [u8]>);
 
 /// Where the durable (fsynced) part of the log ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,9 @@ pub struct AppendInfo {
     pub records: u64,
     /// Bytes written to the segment (after compression).
     pub stored_bytes: u64,
+    /// The log's generation at the append: the write is acknowledged only if a sync in
+    /// this same generation covers it (see [`Log::is_durable`]).
+    pub generation: u64,
 }
 
 /// Bytes for a fetch: whole batches, never past the durable end.
@@ -41,6 +49,36 @@ pub struct ReadResult {
     pub bytes: Vec<u8>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+}
+
+/// A read located under the partition lock, to be done without it. The file handle stays
+/// valid if retention deletes the segment meanwhile; a concurrent truncation only shortens
+/// what is read, and only whole batches are returned.
+#[derive(Debug)]
+pub struct ReadPlan {
+    dir: PathBuf,
+    /// File, first batch position, and the durable limit in that file.
+    source: Option<(Arc<File>, u64, u64)>,
+    max_bytes: usize,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl ReadPlan {
+    pub fn execute(self) -> Result<ReadResult, LogError> {
+        let bytes = match &self.source {
+            None => Vec::new(),
+            Some((file, position, limit)) => {
+                read_whole_batches(file, *position, *limit, self.max_bytes)
+                    .map_err(|e| LogError::io(&self.dir, e))?
+            }
+        };
+        Ok(ReadResult {
+            bytes,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+        })
+    }
 }
 
 /// What opening a partition found and repaired.
@@ -67,6 +105,19 @@ pub struct Log {
     log_start_offset: i64,
     durable: DurablePoint,
     producers: ProducerStates,
+    /// Bumped whenever the unsynced tail is discarded or the log is reopened, so that a
+    /// durability wait from before can never be answered by a later sync of reused offsets.
+    generation: u64,
+    /// Why the log refuses appends: a sync failed. Linux reports a writeback error once,
+    /// so nothing written since the last good sync can be trusted until the partition is
+    /// reopened from disk ([`Partition::reopen_if_fenced`]).
+    fenced: Option<String>,
+    /// Segments sealed by a roll whose bytes and indexes the next sync must cover.
+    unsealed: BTreeSet<i64>,
+    /// Counts segment file creations and deletions; `dir_synced` is the count the last
+    /// directory fsync covered.
+    dir_changes: u64,
+    dir_synced: u64,
 }
 
 fn segment_bases(dir: &Path) -> std::io::Result<Vec<i64>> {
@@ -96,12 +147,21 @@ impl Log {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<(Log, RecoveryReport), LogError> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+        if created {
+            // The new directory's own entry must be durable before anything in it is.
+            if let Some(parent) = dir.parent() {
+                checkpoint::sync_dir(parent).map_err(|e| LogError::io(parent, e))?;
+            }
+        }
+        checkpoint::remove_stale_temporaries(dir).map_err(|e| LogError::io(dir, e))?;
         let bases = segment_bases(dir).map_err(|e| LogError::io(dir, e))?;
         let recovery_point = checkpoint::read(dir, RECOVERY_POINT).unwrap_or(i64::MIN);
         let start_checkpoint = checkpoint::read(dir, LOG_START_OFFSET).unwrap_or(0);
         let mut report = RecoveryReport::default();
         let mut segments = BTreeMap::new();
+        let mut scanned_sealed = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let is_last = next_base.is_none();
@@ -116,6 +176,9 @@ impl Log {
                 Some(segment) => segment,
                 None => {
                     report.scanned_segments += 1;
+                    if !is_last {
+                        scanned_sealed.push(base);
+                    }
                     let (segment, scan) =
                         Segment::recover(dir, base, config.index_interval_bytes, now_ms, !is_last)
                             .map_err(|e| LogError::io(dir, e))?;
@@ -159,25 +222,42 @@ impl Log {
                 position: 0,
             },
             producers: ProducerStates::default(),
+            generation: 0,
+            fenced: None,
+            unsealed: BTreeSet::new(),
+            dir_changes: 0,
+            dir_synced: 0,
         };
         let end = log.log_end_offset();
-        log.rebuild_producer_states()?;
+        log.rebuild_producer_states();
         log.log_start_offset = start_checkpoint.clamp(first_base, end);
         // What recovery kept may sit in the page cache only (the process died, not the
-        // machine): make it durable before serving it.
+        // machine): make it durable before serving it, then record that it is recovered.
+        for base in &scanned_sealed {
+            if let Some(segment) = log.segments.get(base) {
+                segment.sync_all().map_err(|e| LogError::io(dir, e))?;
+            }
+        }
         let active = log.active();
         active.sync_all().map_err(|e| LogError::io(dir, e))?;
+        let active_base = active.base_offset;
         log.durable = DurablePoint {
             offset: end,
-            segment_base: active.base_offset,
+            segment_base: active_base,
             position: active.size(),
         };
+        checkpoint::sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+        if !scanned_sealed.is_empty() {
+            checkpoint::write(dir, RECOVERY_POINT, active_base)
+                .map_err(|e| LogError::io(dir, e))?;
+        }
         Ok((log, report))
     }
 
     /// Idempotent-producer state from the batch headers of the newest segments: enough
     /// to recognise any retry still in flight, without reading the whole log at startup.
-    fn rebuild_producer_states(&mut self) -> Result<(), LogError> {
+    /// Unreadable headers end the scan of their segment (they are reported by the scrub).
+    fn rebuild_producer_states(&mut self) {
         const SEGMENTS_SCANNED: usize = 2;
         let mut states = ProducerStates::default();
         let newest: Vec<&Segment> = self
@@ -187,15 +267,19 @@ impl Log {
             .take(SEGMENTS_SCANNED)
             .collect();
         for segment in newest.into_iter().rev() {
-            let headers = segment
-                .headers_from(0, segment.size())
-                .map_err(|e| LogError::io(&self.dir, e))?;
-            for (_, header) in headers {
-                states.record(&header);
+            match segment.headers_from(0, segment.size()) {
+                Ok(headers) => {
+                    for (_, header) in headers {
+                        states.record(&header);
+                    }
+                }
+                Err(e) => {
+                    warn!(dir = %self.dir.display(), base = segment.base_offset, error = %e,
+                        "cannot read every batch header of a segment; idempotent-producer state from it is partial");
+                }
             }
         }
         self.producers = states;
-        Ok(())
     }
 
     fn active(&self) -> &Segment {
@@ -246,13 +330,37 @@ impl Log {
         self.segments.len()
     }
 
-    /// Validates, compresses (per policy), stamps offsets and writes the batches of one
-    /// produce request with a single write. All or nothing: a failed write is cut back.
+    /// Why appends are refused, if a sync failed since the log was opened.
+    pub fn fenced(&self) -> Option<&str> {
+        self.fenced.as_deref()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Compresses (per policy) and writes the batches of one produce request. Convenience
+    /// for callers that already hold the lock; [`Partition::append`] compresses outside it.
     pub fn append(
         &mut self,
         batches: &[(BatchHeader, &[u8])],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        let prepared = prepare(batches, &self.config)?;
+        self.append_prepared(&prepared, now_ms)
+    }
+
+    /// Stamps offsets and writes prepared batches with a single write. All or nothing: a
+    /// failed write is cut back. Retries of idempotent batches already in the log are
+    /// answered with their original offsets and not written again.
+    pub fn append_prepared(
+        &mut self,
+        batches: &[PreparedBatch<'_>],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        if let Some(why) = &self.fenced {
+            return Err(LogError::Fenced(why.clone()));
+        }
         let mut next_offset = self.log_end_offset();
         let mut base_offset = next_offset;
         let mut buffer = Vec::new();
@@ -274,20 +382,8 @@ impl Log {
                     continue;
                 }
             }
-            if bytes.len() > self.config.max_message_bytes {
-                return Err(LogError::TooLarge {
-                    size: bytes.len(),
-                    max: self.config.max_message_bytes,
-                });
-            }
             let start = buffer.len();
-            let compressed = match (self.config.compression, header.codec()) {
-                (CompressionPolicy::Lz4, Codec::None) if !header.is_control() => {
-                    batch::compress_lz4(bytes)?
-                }
-                _ => None,
-            };
-            buffer.extend_from_slice(compressed.as_deref().unwrap_or(bytes));
+            buffer.extend_from_slice(bytes);
             batch::set_base_offset(&mut buffer[start..], next_offset);
             let mut stamped_header = BatchHeader::parse(&buffer[start..])?;
             stamped_header.base_offset = next_offset;
@@ -302,6 +398,7 @@ impl Log {
                 last_offset,
                 records: 0,
                 stored_bytes: 0,
+                generation: self.generation,
             });
         }
         self.maybe_roll(buffer.len() as u64, now_ms)?;
@@ -321,6 +418,7 @@ impl Log {
             // Nothing partial stays: cut the file and its indexes back to where we started.
             if let Err(cut) = active.truncate_to(position, prior_next) {
                 error!(dir = %dir.display(), error = %cut, "could not cut back a failed append");
+                self.fence(format!("a failed append could not be cut back: {cut}"));
             }
             return Err(LogError::io(&dir, e));
         }
@@ -332,11 +430,12 @@ impl Log {
             last_offset: next_offset - 1,
             records,
             stored_bytes: buffer.len() as u64,
+            generation: self.generation,
         })
     }
 
     /// Starts a new segment when the active one would pass `segment.bytes` or is older than
-    /// `segment.ms`. The sealed segment is fsynced and the recovery point moves past it.
+    /// `segment.ms`.
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
         let active = self.active();
         if active.is_empty() {
@@ -350,35 +449,98 @@ impl Log {
         Ok(())
     }
 
+    /// Seals the active segment and starts a new one. Nothing is fsynced here (this runs
+    /// under the partition lock): the next sync seals the old segment, syncs the directory
+    /// entry of the new one and moves the recovery point.
     pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if let Some(why) = &self.fenced {
+            return Err(LogError::Fenced(why.clone()));
+        }
         let dir = self.dir.clone();
         let active = self.active();
-        active.sync_all().map_err(|e| LogError::io(&dir, e))?;
-        let sealed = DurablePoint {
-            offset: active.next_offset(),
-            segment_base: active.base_offset,
-            position: active.size(),
-        };
-        let base = active.next_offset();
-        checkpoint::write(&dir, RECOVERY_POINT, base).map_err(|e| LogError::io(&dir, e))?;
+        let (sealed_base, base) = (active.base_offset, active.next_offset());
         let segment = Segment::create(&dir, base, now_ms).map_err(|e| LogError::io(&dir, e))?;
-        checkpoint::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))?;
+        self.dir_changes += 1;
+        self.unsealed.insert(sealed_base);
         self.segments.insert(base, segment);
-        self.mark_durable(sealed);
         Ok(())
     }
 
-    /// What a group commit must fsync to make everything appended so far durable.
-    pub fn sync_target(&self) -> (Arc<File>, DurablePoint) {
+    /// True when a sync is needed to make offsets below `upto` durable, or to seal
+    /// segments and make directory changes durable.
+    pub fn needs_sync(&self, upto: i64) -> bool {
+        self.durable.offset < upto
+            || !self.unsealed.is_empty()
+            || self.dir_changes != self.dir_synced
+    }
+
+    /// What a sync must cover to make everything appended so far durable.
+    pub fn sync_target(&self) -> SyncTarget {
         let active = self.active();
-        (
-            active.file(),
-            DurablePoint {
+        let mut files = Vec::new();
+        let mut sealed = Vec::new();
+        for base in &self.unsealed {
+            if let Some(segment) = self.segments.get(base) {
+                files.extend(segment.all_files());
+                sealed.push(*base);
+            }
+        }
+        files.push(active.file());
+        let dir_dirty = self.dir_changes != self.dir_synced || !sealed.is_empty();
+        SyncTarget {
+            files,
+            dir: dir_dirty.then(|| self.dir.clone()),
+            point: DurablePoint {
                 offset: active.next_offset(),
                 segment_base: active.base_offset,
                 position: active.size(),
             },
-        )
+            generation: self.generation,
+            recovery_point: (!sealed.is_empty()).then_some(active.base_offset),
+            sealed,
+            dir_changes: self.dir_changes,
+        }
+    }
+
+    /// Applies a sync that succeeded. Returns false when the log changed generation since
+    /// the target was taken (the sync then proves nothing).
+    pub fn complete_sync(&mut self, target: &SyncTarget) -> bool {
+        if target.generation != self.generation {
+            return false;
+        }
+        self.mark_durable(target.point);
+        for base in &target.sealed {
+            self.unsealed.remove(base);
+        }
+        if target.dir.is_some() {
+            self.dir_synced = self.dir_synced.max(target.dir_changes);
+        }
+        true
+    }
+
+    /// Applies a sync that failed: the unsynced tail is discarded (the kernel may have
+    /// dropped those pages, and a retried fsync would not say so), the generation moves so
+    /// that no waiter from before is ever told "durable", and appends are refused until
+    /// the partition is reopened from disk.
+    pub fn fail_sync(&mut self, why: &str) {
+        if let Err(e) = self.discard_unsynced() {
+            error!(dir = %self.dir.display(), error = %e, "could not discard the unsynced tail");
+        }
+        self.fence(format!("an fsync failed: {why}"));
+    }
+
+    fn fence(&mut self, why: String) {
+        self.generation += 1;
+        if self.fenced.is_none() {
+            error!(dir = %self.dir.display(), reason = %why,
+                "partition fenced: appends get KAFKA_STORAGE_ERROR until it is reopened from disk");
+            self.fenced = Some(why);
+        }
+    }
+
+    /// True when offsets below `upto`, appended in `generation`, are durable.
+    pub fn is_durable(&self, upto: i64, generation: u64) -> bool {
+        generation == self.generation && self.durable.offset >= upto
     }
 
     /// Moves the high watermark after an fsync covered `point`.
@@ -391,9 +553,9 @@ impl Log {
         }
     }
 
-    /// After a failed fsync the kernel may have dropped the dirty pages: the unsynced tail
-    /// is cut so that nothing unacknowledged or half-written can be served later.
-    pub fn discard_unsynced(&mut self) -> Result<(), LogError> {
+    /// Cuts the log back to its last durable point, so that nothing unacknowledged or
+    /// half-written can be served later.
+    fn discard_unsynced(&mut self) -> Result<(), LogError> {
         let durable = self.durable;
         self.producers.truncate(durable.offset);
         let dir = self.dir.clone();
@@ -404,19 +566,29 @@ impl Log {
             .collect();
         for base in later {
             if let Some(segment) = self.segments.remove(&base) {
+                self.unsealed.remove(&base);
                 segment.delete_files().map_err(|e| LogError::io(&dir, e))?;
             }
         }
+        self.unsealed.remove(&durable.segment_base);
         if let Some(segment) = self.segments.get_mut(&durable.segment_base) {
             segment
                 .truncate_to(durable.position, durable.offset)
                 .map_err(|e| LogError::io(&dir, e))?;
         }
-        Ok(())
+        // Deleted segments must not reappear after a power cut with offsets reused since.
+        checkpoint::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))
     }
 
-    /// Plans a read of whole batches starting with the one that contains `offset`.
+    /// Reads whole batches starting with the one that contains `offset` (for callers that
+    /// hold the lock; [`Partition::read`] reads the bytes outside it).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.plan_read(offset, max_bytes)?.execute()
+    }
+
+    /// Finds where a read of whole batches starting with the one that contains `offset`
+    /// begins and how far it may go. Reading the bytes is left to [`ReadPlan::execute`].
+    pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<ReadPlan, LogError> {
         let hw = self.durable.offset;
         if offset < self.log_start_offset || offset > hw {
             return Err(LogError::OffsetOutOfRange {
@@ -425,13 +597,15 @@ impl Log {
                 end: hw,
             });
         }
-        let mut result = ReadResult {
-            bytes: Vec::new(),
+        let mut plan = ReadPlan {
+            dir: self.dir.clone(),
+            source: None,
+            max_bytes,
             high_watermark: hw,
             log_start_offset: self.log_start_offset,
         };
         if offset == hw {
-            return Ok(result);
+            return Ok(plan);
         }
         let first = self.segments.range(..=offset).next_back().map(|(b, _)| *b);
         let from = first.unwrap_or(i64::MIN);
@@ -441,12 +615,11 @@ impl Log {
                 .find_position(offset, limit)
                 .map_err(|e| LogError::io(&self.dir, e))?;
             if let Some(position) = position {
-                result.bytes = read_whole_batches(&segment.file(), position, limit, max_bytes)
-                    .map_err(|e| LogError::io(&self.dir, e))?;
+                plan.source = Some((segment.file(), position, limit));
                 break;
             }
         }
-        Ok(result)
+        Ok(plan)
     }
 
     /// How far into `segment` readers may go.
@@ -459,9 +632,12 @@ impl Log {
         }
     }
 
-    /// ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
-    /// with that timestamp; `None` when every record is older.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// The first batch holding a record stamped at or after `timestamp` (located through
+    /// the time index), for [`Partition::offset_for_timestamp`] to decode outside the lock.
+    fn batch_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(Arc<File>, u64, BatchHeader)>, LogError> {
         for segment in self.segments.values() {
             if segment.max_timestamp().is_none_or(|max| max < timestamp) {
                 continue;
@@ -484,15 +660,7 @@ impl Log {
                 {
                     continue;
                 }
-                let mut bytes = vec![0u8; header.total_len()];
-                segment
-                    .file()
-                    .read_exact_at(&mut bytes, position)
-                    .map_err(|e| LogError::io(&self.dir, e))?;
-                let found = super::records::first_at_or_after(&bytes, timestamp)
-                    .unwrap_or((header.base_offset, header.max_timestamp));
-                let offset = found.0.max(self.log_start_offset);
-                return Ok(Some((offset, found.1)));
+                return Ok(Some((segment.file(), position, header)));
             }
         }
         Ok(None)
@@ -519,8 +687,10 @@ impl Log {
     /// and deletes the segments wholly below it. Returns the new log start offset.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
         let hw = self.durable.offset;
-        let offset = if offset < 0 { hw } else { offset };
-        if offset > hw {
+        // Only -1 means "up to the high watermark" (Kafka's HIGH_WATERMARK sentinel); any
+        // other negative offset is out of range and deletes nothing.
+        let offset = if offset == -1 { hw } else { offset };
+        if !(0..=hw).contains(&offset) {
             return Err(LogError::OffsetOutOfRange {
                 offset,
                 start: self.log_start_offset,
@@ -553,6 +723,8 @@ impl Log {
 
     fn remove_segment(&mut self, base: i64, report: &mut RetentionReport) -> Result<(), LogError> {
         if let Some(segment) = self.segments.remove(&base) {
+            self.dir_changes += 1;
+            self.unsealed.remove(&base);
             report.deleted_segments += 1;
             report.deleted_bytes += segment.size();
             segment
@@ -620,13 +792,72 @@ impl Log {
         Ok(total)
     }
 
-    /// Clean shutdown: fsync the active segment and record that everything is recovered.
+    /// Clean shutdown: sync everything and record that everything is recovered.
     pub fn close(&mut self) -> Result<(), LogError> {
-        let active = self.active();
-        active.sync_all().map_err(|e| LogError::io(&self.dir, e))?;
-        let base = active.base_offset;
-        checkpoint::write(&self.dir, RECOVERY_POINT, base).map_err(|e| LogError::io(&self.dir, e))
+        let mut target = self.sync_target();
+        target.dir = Some(self.dir.clone());
+        target.recovery_point = Some(target.point.segment_base);
+        match target.run() {
+            Ok(()) => {
+                self.complete_sync(&target);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail_sync(&e.to_string());
+                Err(LogError::io(&self.dir, e))
+            }
+        }
     }
+}
+
+/// Validates each batch against the topic's limits, checks its records (decompressing
+/// with a bound: a decompression bomb is refused here), and compresses it as the topic
+/// asks. Runs before the partition lock is taken: this is the expensive part of an append.
+pub fn prepare<'a>(
+    batches: &[(BatchHeader, &'a [u8])],
+    config: &LogConfig,
+) -> Result<Vec<PreparedBatch<'a>>, LogError> {
+    let mut out = Vec::with_capacity(batches.len());
+    for (header, bytes) in batches {
+        let too_large = |size: usize| LogError::TooLarge {
+            size,
+            max: config.max_message_bytes,
+        };
+        if bytes.len() > config.max_message_bytes {
+            return Err(too_large(bytes.len()));
+        }
+        let limit = batch::uncompressed_limit(header, config.max_message_bytes);
+        batch::validate_records(bytes, header, limit)
+            .map_err(|e| LogError::InvalidRecords(e.to_string()))?;
+        let source = header.codec();
+        let target = match config.compression {
+            _ if header.is_control() => None,
+            CompressionPolicy::Producer => None,
+            CompressionPolicy::Lz4 => (source == Codec::None).then_some(Codec::Lz4),
+            CompressionPolicy::Exactly(codec) => (source != codec).then_some(codec),
+        };
+        let rewritten = match target {
+            None => None,
+            Some(codec) => {
+                let out = batch::recompress(bytes, codec, limit)
+                    .map_err(|e| LogError::InvalidRecords(e.to_string()))?;
+                // lz4 by default only where it helps; an explicit codec always applies.
+                let keep = config.compression != CompressionPolicy::Lz4 || out.len() < bytes.len();
+                keep.then_some(out)
+            }
+        };
+        match rewritten {
+            Some(c) => {
+                if c.len() > config.max_message_bytes {
+                    return Err(too_large(c.len()));
+                }
+                let header = BatchHeader::parse(&c)?;
+                out.push((header, Cow::Owned(c)));
+            }
+            None => out.push((*header, Cow::Borrowed(*bytes))),
+        }
+    }
+    Ok(out)
 }
 
 /// Reads whole batches from `position`, at most `max_bytes` unless the first batch alone is
@@ -680,5 +911,62 @@ impl Partition {
     /// own invariants are restored by the cut-back on failed appends.
     pub fn lock(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one request's batches: limits and compression are applied before the lock
+    /// is taken, the positioned write happens under it.
+    pub fn append(
+        &self,
+        batches: &[(BatchHeader, &[u8])],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.lock().config().clone();
+        let prepared = prepare(batches, &config)?;
+        self.lock().append_prepared(&prepared, now_ms)
+    }
+
+    /// Reads whole batches from `offset`: located under the lock, read without it.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let plan = self.lock().plan_read(offset, max_bytes)?;
+        plan.execute()
+    }
+
+    /// ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
+    /// with that timestamp; `None` when every record is older. The batch is located under
+    /// the lock and decoded (with bounded decompression) outside it.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let (found, log_start, dir) = {
+            let log = self.lock();
+            (
+                log.batch_for_timestamp(timestamp)?,
+                log.log_start_offset(),
+                log.dir.clone(),
+            )
+        };
+        let Some((file, position, header)) = found else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0u8; header.total_len()];
+        file.read_exact_at(&mut bytes, position)
+            .map_err(|e| LogError::io(&dir, e))?;
+        let found = super::records::first_at_or_after(&bytes, timestamp)
+            .unwrap_or((header.base_offset, header.max_timestamp));
+        Ok(Some((found.0.max(log_start), found.1)))
+    }
+
+    /// Reopens a fenced log from disk (recovery scan included). Returns true when it did.
+    /// Runs on a blocking thread (the retention task): it reads and fsyncs under the lock,
+    /// which is acceptable only because a fenced partition serves no appends anyway.
+    pub fn reopen_if_fenced(&self, now_ms: i64) -> Result<bool, LogError> {
+        let mut log = self.lock();
+        if log.fenced.is_none() {
+            return Ok(false);
+        }
+        let (mut fresh, report) = Log::open(&log.dir, log.config.clone(), now_ms)?;
+        fresh.generation = log.generation + 1;
+        info!(topic = %self.topic, partition = self.index, log_end = fresh.log_end_offset(),
+            truncated = report.truncated_bytes, "fenced partition reopened from disk; appends resume");
+        *log = fresh;
+        Ok(true)
     }
 }

@@ -1,47 +1,92 @@
-//! Decoding the records inside a batch, for the few places that need them (ListOffsets by
-//! timestamp, the CLI consumer). The broker's data path never decodes records. zstd is not
-//! decoded: it would pull a C library into the ARM build for a CLI convenience.
+//! Decoding the records inside batches, for the few places that need them (ListOffsets by
+//! timestamp, the MQTT outbound bridge, the CLI consumer). The broker's data path never
+//! decodes records.
+//!
+//! Every batch is checked before it is decoded — CRC, then its records streamed through a
+//! bounded decompressor (`codec.rs`) — so a corrupt batch or a decompression bomb is an
+//! error for that batch, never an unbounded allocation.
 
-use std::io::Read;
-
-use bytes::{Buf, Bytes};
-use kafka_protocol::compression::{Decompressor, Gzip, Snappy};
+use bytes::Bytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+
+use super::batch::{self, BatchHeader, Codec, MAX_UNCOMPRESSED_BATCH};
+use super::codec;
 
 /// Why the records of a batch could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
-    #[error("records compressed with {0:?} cannot be decoded by tern (it reads none, gzip, snappy and lz4)")]
-    UnsupportedCodec(Compression),
     #[error("malformed records: {0}")]
     Malformed(String),
 }
 
-fn decompress(bytes: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+/// One batch's records, or why they cannot be read.
+pub struct DecodedBatch {
+    pub header: BatchHeader,
+    pub records: Result<Vec<Record>, RecordsError>,
+}
+
+fn codec_of(compression: Compression) -> Codec {
     match compression {
-        Compression::None => Ok(bytes.clone()),
-        Compression::Lz4 => {
-            let mut out = Vec::new();
-            lz4_flex::frame::FrameDecoder::new(&bytes[..]).read_to_end(&mut out)?;
-            Ok(Bytes::from(out))
-        }
-        Compression::Gzip => Gzip::decompress(bytes, |b| Ok(b.copy_to_bytes(b.remaining()))),
-        Compression::Snappy => Snappy::decompress(bytes, |b| Ok(b.copy_to_bytes(b.remaining()))),
-        other => Err(RecordsError::UnsupportedCodec(other).into()),
+        Compression::None => Codec::None,
+        Compression::Gzip => Codec::Gzip,
+        Compression::Snappy => Codec::Snappy,
+        Compression::Lz4 => Codec::Lz4,
+        Compression::Zstd => Codec::Zstd,
     }
 }
 
-/// Decodes every record of the batches in `bytes`.
-pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, RecordsError> {
+fn decompress(bytes: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
+    let codec = codec_of(compression);
+    let out = codec::decompress(codec, bytes, MAX_UNCOMPRESSED_BATCH)?;
+    Ok(Bytes::from(out))
+}
+
+fn decode_one(bytes: &[u8]) -> Result<Vec<Record>, RecordsError> {
+    let malformed = |e: String| RecordsError::Malformed(e);
+    let header = batch::validate(bytes).map_err(|e| malformed(e.to_string()))?;
+    batch::validate_records(bytes, &header, MAX_UNCOMPRESSED_BATCH)
+        .map_err(|e| malformed(e.to_string()))?;
     let mut buf = Bytes::copy_from_slice(bytes);
+    RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
+        .map(|set| set.records)
+        .map_err(|e| malformed(format!("{e:#}")))
+}
+
+/// Decodes each batch in `bytes` separately, so that one bad batch does not hide the
+/// others. Stops at bytes that are not a batch header (nothing after them is trusted).
+pub fn decode_batches(bytes: &[u8]) -> Vec<DecodedBatch> {
     let mut out = Vec::new();
-    while !buf.is_empty() {
-        let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
-            .map_err(|e| match e.downcast::<RecordsError>() {
-                Ok(e) => e,
-                Err(e) => RecordsError::Malformed(format!("{e:#}")),
-            })?;
-        out.extend(set.records);
+    let mut rest = bytes;
+    while let Ok(header) = BatchHeader::parse(rest) {
+        let len = header.total_len();
+        if len > rest.len() {
+            break;
+        }
+        out.push(DecodedBatch {
+            header,
+            records: decode_one(&rest[..len]),
+        });
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// Decodes every record of the batches in `bytes`; any bad batch is an error.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, RecordsError> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let header =
+            BatchHeader::parse(rest).map_err(|e| RecordsError::Malformed(e.to_string()))?;
+        let len = header.total_len();
+        if len > rest.len() {
+            return Err(RecordsError::Malformed(format!(
+                "batch of {len} bytes, {} present",
+                rest.len()
+            )));
+        }
+        out.extend(decode_one(&rest[..len])?);
+        rest = &rest[len..];
     }
     Ok(out)
 }

@@ -305,6 +305,11 @@ impl Segment {
         Arc::clone(&self.log)
     }
 
+    /// The log and both indexes: what an fsync must cover to seal this segment.
+    pub fn all_files(&self) -> [Arc<File>; 3] {
+        [self.file(), self.index.file(), self.time_index.file()]
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }

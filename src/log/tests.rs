@@ -26,9 +26,9 @@ fn append_durable(log: &mut Log, records: usize, payload: &[u8]) -> (i64, i64) {
     let bytes = make_batch(records, payload);
     let batches = batch::split_batches(&bytes).expect("valid batch");
     let info = log.append(&batches, NOW).expect("append");
-    let (file, point) = log.sync_target();
-    file.sync_data().expect("fsync");
-    log.mark_durable(point);
+    let target = log.sync_target();
+    target.run().expect("fsync");
+    assert!(log.complete_sync(&target));
     (info.base_offset, info.last_offset)
 }
 
@@ -177,6 +177,12 @@ fn delete_records_moves_the_start_and_never_past_the_high_watermark() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
     append_durable(&mut log, 10, b"x");
+    // Only -1 means "to the high watermark": -1001 deleted everything before (issue #17).
+    assert!(matches!(
+        log.delete_records_before(-1001),
+        Err(super::LogError::OffsetOutOfRange { offset: -1001, .. })
+    ));
+    assert_eq!(log.log_start_offset(), 0, "nothing deleted");
     assert_eq!(log.delete_records_before(4).expect("delete"), 4);
     assert!(log.delete_records_before(11).is_err());
     assert_eq!(log.delete_records_before(-1).expect("to hw"), 10);
@@ -279,9 +285,9 @@ fn idempotent_batch(records: usize, producer_id: i64, epoch: i16, first_seq: i32
 fn append_raw(log: &mut Log, bytes: &[u8]) -> Result<super::AppendInfo, super::LogError> {
     let batches = batch::split_batches(bytes).expect("valid batch");
     let info = log.append(&batches, NOW)?;
-    let (file, point) = log.sync_target();
-    file.sync_data().expect("fsync");
-    log.mark_durable(point);
+    let target = log.sync_target();
+    target.run().expect("fsync");
+    assert!(log.complete_sync(&target));
     Ok(info)
 }
 
@@ -338,4 +344,136 @@ fn idempotent_producer_retries_are_deduplicated_even_after_a_restart() {
         old,
         Err(super::LogError::Sequence(SequenceError::Fenced { .. }))
     ));
+}
+
+#[test]
+fn a_failed_sync_fences_the_log_and_no_earlier_waiter_is_ever_told_durable() {
+    use super::partition::Partition;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    append_durable(&mut log, 3, b"acked");
+    let lost = make_batch(5, b"lost");
+    let a = log
+        .append(&batch::split_batches(&lost).expect("batch"), NOW)
+        .expect("append");
+    let stale = log.sync_target();
+    log.fail_sync("EIO (injected)");
+    assert_eq!(log.log_end_offset(), 3, "the unsynced tail is cut back");
+    assert!(!log.is_durable(a.last_offset + 1, a.generation));
+    assert!(
+        !log.complete_sync(&stale),
+        "a sync from before the failure proves nothing"
+    );
+    let refused = log.append(&batch::split_batches(&lost).expect("batch"), NOW);
+    assert!(
+        matches!(refused, Err(super::LogError::Fenced(_))),
+        "{refused:?}"
+    );
+
+    let partition = Partition::new("t", 0, log);
+    assert!(partition.reopen_if_fenced(NOW).expect("reopen"));
+    let other = make_batch(5, b"other");
+    let b = partition
+        .append(&batch::split_batches(&other).expect("batch"), NOW)
+        .expect("appends resume after the reopen");
+    assert_eq!(
+        b.base_offset, a.base_offset,
+        "the same offsets are written again"
+    );
+    let mut log = partition.lock();
+    let target = log.sync_target();
+    target.run().expect("fsync");
+    assert!(log.complete_sync(&target));
+    assert!(log.is_durable(b.last_offset + 1, b.generation));
+    assert!(
+        !log.is_durable(a.last_offset + 1, a.generation),
+        "offsets reused by another write never acknowledge the lost one"
+    );
+    assert_eq!(read_all(&log).len(), 2);
+}
+
+#[test]
+fn a_roll_seals_the_old_segment_at_the_next_sync_and_moves_the_recovery_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    append_durable(&mut log, 3, b"a");
+    log.roll(NOW).expect("roll");
+    assert!(
+        log.needs_sync(0),
+        "the sealed segment and the new file await a sync"
+    );
+    let target = log.sync_target();
+    assert!(target.dir.is_some() && target.recovery_point == Some(3));
+    target.run().expect("sync");
+    assert!(log.complete_sync(&target));
+    assert!(!log.needs_sync(3));
+    assert_eq!(
+        super::checkpoint::read(dir.path(), "recovery-point"),
+        Some(3)
+    );
+}
+
+/// A batch whose records section is `section`, compressed with `codec`, with a valid CRC.
+fn batch_with_section(codec: batch::Codec, section: &[u8], records: i32) -> Vec<u8> {
+    let mut bytes = make_batch(1, b"x")[..batch::HEADER_LEN].to_vec();
+    bytes.extend_from_slice(section);
+    let length = (bytes.len() - batch::LOG_OVERHEAD) as i32;
+    bytes[8..12].copy_from_slice(&length.to_be_bytes());
+    bytes[21..23].copy_from_slice(&codec.attribute_bits().to_be_bytes());
+    bytes[23..27].copy_from_slice(&(records - 1).to_be_bytes());
+    bytes[57..61].copy_from_slice(&records.to_be_bytes());
+    let crc = batch::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn decompression_bombs_are_refused_at_produce_without_allocating() {
+    use super::codec;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    // 89-byte-class snappy batch announcing 4 GiB.
+    let snappy = batch_with_section(batch::Codec::Snappy, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0], 1);
+    // gzip of 64 MiB of zeros: ~65 KB on the wire.
+    let zeros = vec![0u8; 64 << 20];
+    let gzip = batch_with_section(
+        batch::Codec::Gzip,
+        &codec::compress(batch::Codec::Gzip, &zeros).expect("gzip"),
+        1_000_000,
+    );
+    for bomb in [snappy, gzip] {
+        let batches = batch::split_batches(&bomb).expect("header and CRC are fine");
+        let err = log.append(&batches, NOW).expect_err("a bomb is refused");
+        assert!(matches!(err, super::LogError::InvalidRecords(_)), "{err}");
+    }
+    assert_eq!(log.log_end_offset(), 0, "nothing stored");
+}
+
+#[test]
+fn every_kafka_codec_is_a_compression_type_and_batches_are_recompressed() {
+    for codec in [
+        batch::Codec::None,
+        batch::Codec::Gzip,
+        batch::Codec::Snappy,
+        batch::Codec::Lz4,
+        batch::Codec::Zstd,
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            compression: CompressionPolicy::Exactly(codec),
+            ..config(1 << 20)
+        };
+        let (mut log, _) = Log::open(dir.path(), cfg, NOW).expect("open");
+        // One batch arrives uncompressed, one gzip-compressed by its producer.
+        append_durable(&mut log, 20, b"plain payload plain payload");
+        let gz = batch::recompress(&make_batch(20, b"gz"), batch::Codec::Gzip, 1 << 20)
+            .expect("gzip batch");
+        append_raw(&mut log, &gz).expect("append gzip");
+        for stored in read_all(&log) {
+            let header = BatchHeader::parse(&stored).expect("header");
+            assert_eq!(header.codec(), codec, "stored in the topic's codec");
+            let records = super::records::decode(&stored).expect("decodes");
+            assert_eq!(records.len(), 20);
+        }
+    }
 }

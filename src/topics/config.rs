@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
+use crate::log::batch::Codec;
 use crate::log::{CompressionPolicy, LogConfig};
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -61,11 +62,8 @@ fn long_at_most(v: &str, max: i64) -> Result<(), String> {
 }
 fn v_compression(v: &str) -> Result<(), String> {
     match v {
-        "lz4" | "producer" => Ok(()),
-        "gzip" | "snappy" | "zstd" | "uncompressed" => Err(format!(
-            "tern stores batches as lz4 (`lz4`) or exactly as sent (`producer`); `{v}` is not supported"
-        )),
-        _ => Err("expected `lz4` or `producer`".to_string()),
+        "lz4" | "producer" | "gzip" | "snappy" | "zstd" | "uncompressed" => Ok(()),
+        _ => Err("expected one of producer, lz4, gzip, snappy, zstd, uncompressed".to_string()),
     }
 }
 fn v_cleanup(v: &str) -> Result<(), String> {
@@ -104,8 +102,10 @@ pub static KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "compression.type",
         default: "lz4",
-        doc:
-            "lz4: uncompressed batches are lz4-compressed once on append; producer: stored as sent",
+        doc: "lz4 (tern's default): uncompressed batches are lz4-compressed on append, \
+              compressed ones kept as sent; producer: stored as sent; gzip, snappy, zstd, \
+              uncompressed: every batch is stored in that codec (recompressed on append, as \
+              in Kafka)",
         validate: v_compression,
     },
     ConfigKey {
@@ -225,6 +225,10 @@ impl Defaults {
             index_interval_bytes: long("index.interval.bytes", 4096).max(0) as u64,
             compression: match self.resolve(overrides, "compression.type").0 {
                 "producer" => CompressionPolicy::Producer,
+                "gzip" => CompressionPolicy::Exactly(Codec::Gzip),
+                "snappy" => CompressionPolicy::Exactly(Codec::Snappy),
+                "zstd" => CompressionPolicy::Exactly(Codec::Zstd),
+                "uncompressed" => CompressionPolicy::Exactly(Codec::None),
                 _ => CompressionPolicy::Lz4,
             },
             max_message_bytes: long("max.message.bytes", base.max_message_bytes as i64).max(0)
@@ -245,7 +249,8 @@ mod tests {
         );
         let err = validate("retention.ms", "soon").expect_err("not a number");
         assert!(err.to_string().contains("retention.ms"));
-        assert!(validate("compression.type", "gzip").is_err());
+        assert!(validate("compression.type", "gzip").is_ok());
+        assert!(validate("compression.type", "brotli").is_err());
         assert!(validate("segment.bytes", "1048576").is_ok());
     }
 

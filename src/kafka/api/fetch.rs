@@ -70,9 +70,8 @@ fn read_all(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResp
                     // KIP-74: the first partition may exceed the budget by one batch.
                     let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
                     let first = total == 0;
-                    let result = partition
-                        .lock()
-                        .read(fp.fetch_offset, if first { limit.max(1) } else { limit });
+                    let result =
+                        partition.read(fp.fetch_offset, if first { limit.max(1) } else { limit });
                     match result {
                         Ok(read) => {
                             data.high_watermark = read.high_watermark;

@@ -37,13 +37,14 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsR
                         return response
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    let log = partition.lock();
                     let found = match p.timestamp {
-                        LATEST => Ok(Some((log.high_watermark(), -1))),
-                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
-                        MAX_TIMESTAMP => log.max_timestamp_offset(),
-                        ts if ts >= 0 => log.offset_for_timestamp(ts),
-                        _ => Ok(Some((log.log_start_offset(), -1))),
+                        LATEST => Ok(Some((partition.lock().high_watermark(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => {
+                            Ok(Some((partition.lock().log_start_offset(), -1)))
+                        }
+                        MAX_TIMESTAMP => partition.lock().max_timestamp_offset(),
+                        ts if ts >= 0 => partition.offset_for_timestamp(ts),
+                        _ => Ok(Some((partition.lock().log_start_offset(), -1))),
                     };
                     match found {
                         Ok(Some((offset, timestamp))) => {

@@ -19,6 +19,7 @@ struct PendingAck {
     partition: usize,
     log: Arc<Partition>,
     upto: i64,
+    generation: u64,
 }
 
 fn partition_error(
@@ -77,18 +78,19 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
                     Some(log) => {
                         let records = data.records.as_deref().unwrap_or(&[]);
                         match broker.append(&name, &log, records, now) {
-                            Ok((base_offset, upto, log_start)) => {
+                            Ok(appended) => {
                                 pending.push(PendingAck {
                                     topic: t,
                                     partition: p,
                                     log,
-                                    upto,
+                                    upto: appended.upto,
+                                    generation: appended.generation,
                                 });
                                 PartitionProduceResponse::default()
                                     .with_index(data.index)
-                                    .with_base_offset(base_offset)
+                                    .with_base_offset(appended.base_offset)
                                     .with_log_append_time_ms(-1)
-                                    .with_log_start_offset(log_start)
+                                    .with_log_start_offset(appended.log_start)
                             }
                             Err(e) => {
                                 if e.is_disk_full() {
@@ -123,7 +125,7 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
     Reply::later(version, async move {
         for ack in pending {
             if let Err(e) = group_commit
-                .wait_durable(Arc::clone(&ack.log), ack.upto)
+                .wait_durable(Arc::clone(&ack.log), ack.upto, ack.generation)
                 .await
             {
                 let slot = &mut response.responses[ack.topic].partition_responses[ack.partition];
