@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::broker::Broker;
 use crate::client::partitioner::partition_for_key;
 use crate::client::records::{encode_batch, Outgoing};
-use crate::groups::offsets::Committed;
+use crate::groups::offset_records::Committed;
 use crate::log::{now_ms, LogError, Partition};
 use crate::topics::{Topic, TopicError};
 
@@ -218,13 +218,7 @@ impl TernLog for BridgeLog {
         topic: &str,
         partition: i32,
     ) -> Result<Option<i64>, PortError> {
-        let entries = self
-            .broker
-            .groups
-            .offsets
-            .store()
-            .get(&cursor_group(bridge))
-            .map_err(unavailable)?;
+        let entries = self.broker.groups.offsets.get(&cursor_group(bridge));
         Ok(entries
             .into_iter()
             .find(|(t, p, _)| t == topic && *p == partition)

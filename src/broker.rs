@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::groups::coordinator::Coordinator;
-use crate::groups::offsets::{CommitCounters, DurableCommits, OffsetStore, SledOffsets};
+use crate::groups::offsets::CommittedOffsets;
+use crate::groups::sled_import;
 use crate::groups::state::GroupLimits;
 use crate::log::{batch, GroupCommit, LogError, Partition};
 use crate::metrics::Metrics;
@@ -51,33 +52,48 @@ impl Broker {
                 reason: e.to_string(),
             })?;
         let topics = Topics::open(&config.broker.data_dir, defaults)?;
-        let meta_dir = config.broker.data_dir.join("meta");
-        let sled_offsets = SledOffsets::open(&meta_dir, config.groups.offsets_cache_bytes)
+        let (group_commit, task) = GroupCommit::start(
+            Duration::from_millis(config.storage.flush_linger_ms),
+            Arc::clone(&metrics),
+        );
+        let offsets = CommittedOffsets::open(
+            &topics,
+            group_commit.clone(),
+            metrics.offset_commits.clone(),
+        )?;
+        sled_import::import(
+            &config.broker.data_dir,
+            &offsets,
+            config.groups.offsets_cache_bytes,
+        );
+        offsets
+            .clamp_to_logs(&topics)
             .map_err(|e| TopicError::BadMetadata {
-                path: meta_dir.display().to_string(),
+                path: "__consumer_offsets".to_string(),
                 reason: e.to_string(),
             })?;
-        let producer_ids = ProducerIds::new(sled_offsets.db());
-        let store: Arc<dyn OffsetStore> = Arc::new(sled_offsets);
-        clamp_offsets_to_logs(store.as_ref(), &topics);
+        let max_producer_id = topics
+            .list()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .filter_map(|p| p.lock().max_producer_id())
+            .max();
+        let producer_ids =
+            ProducerIds::open(&config.broker.data_dir, max_producer_id).map_err(|e| {
+                TopicError::Io {
+                    path: config.broker.data_dir.display().to_string(),
+                    source: e,
+                }
+            })?;
         let groups = Coordinator::new(
             GroupLimits {
                 min_session_timeout_ms: config.groups.min_session_timeout_ms,
                 max_session_timeout_ms: config.groups.max_session_timeout_ms,
                 initial_rebalance_delay_ms: config.groups.initial_rebalance_delay_ms,
+                max_size: config.groups.max_group_size,
             },
-            DurableCommits::start(
-                store,
-                Duration::from_millis(config.groups.commit_linger_ms),
-                CommitCounters {
-                    commits: metrics.offset_commits.clone(),
-                    flushes: metrics.offset_flushes.clone(),
-                },
-            ),
-        );
-        let (group_commit, task) = GroupCommit::start(
-            Duration::from_millis(config.storage.flush_linger_ms),
-            Arc::clone(&metrics),
+            config.groups.max_groups,
+            offsets,
         );
         let listen_host = config
             .kafka_listen()
@@ -193,44 +209,5 @@ impl Broker {
         self.metrics.stored_bytes.set(total);
         self.metrics.fenced_partitions.set(fenced);
         self.metrics.render()
-    }
-}
-
-/// Derived state is never ahead of the log: a committed offset past a partition's
-/// recovered end (the log lost an unsynced tail) is moved back to that end.
-fn clamp_offsets_to_logs(store: &dyn OffsetStore, topics: &Topics) {
-    let Ok(groups) = store.groups() else {
-        tracing::warn!("cannot list committed offsets for clamping");
-        return;
-    };
-    let mut changed = false;
-    for group in groups {
-        let Ok(entries) = store.get(&group) else {
-            continue;
-        };
-        let mut clamped = Vec::new();
-        for (topic, partition, mut committed) in entries {
-            let Some(end) = topics
-                .get(&topic)
-                .and_then(|t| t.partition(partition))
-                .map(|p| p.lock().high_watermark())
-            else {
-                continue;
-            };
-            if committed.offset > end {
-                tracing::warn!(%group, %topic, partition, committed = committed.offset, log_end = end,
-                    "committed offset is past the recovered log end; clamped");
-                committed.offset = end;
-                clamped.push((topic, partition, committed));
-            }
-        }
-        if !clamped.is_empty() && store.put(&group, &clamped).is_ok() {
-            changed = true;
-        }
-    }
-    if changed {
-        if let Err(e) = store.flush() {
-            tracing::error!(error = %e, "cannot persist clamped offsets");
-        }
     }
 }

@@ -61,6 +61,9 @@ pub struct GroupsSection {
     pub initial_rebalance_delay_ms: u64,
     pub offsets_cache_bytes: u64,
     pub commit_linger_ms: u64,
+    pub offsets_retention_minutes: u64,
+    pub max_groups: usize,
+    pub max_group_size: usize,
 }
 
 impl Default for GroupsSection {
@@ -71,6 +74,9 @@ impl Default for GroupsSection {
             initial_rebalance_delay_ms: 3_000,
             offsets_cache_bytes: 4 * 1024 * 1024,
             commit_linger_ms: 10,
+            offsets_retention_minutes: 7 * 24 * 60,
+            max_groups: 10_000,
+            max_group_size: 1_000,
         }
     }
 }
@@ -210,6 +216,12 @@ impl Config {
                 "groups.min_session_timeout_ms",
                 "must not exceed groups.max_session_timeout_ms",
             ));
+        }
+        if self.groups.max_groups == 0 {
+            return Err(invalid("groups.max_groups", "must be >= 1"));
+        }
+        if self.groups.max_group_size == 0 {
+            return Err(invalid("groups.max_group_size", "must be >= 1"));
         }
         if self.storage.retention_check_interval_ms == 0 {
             return Err(invalid(

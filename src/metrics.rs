@@ -38,7 +38,6 @@ pub struct Metrics {
     pub budget_evicted_bytes: Counter,
     pub stored_bytes: Gauge<u64, AtomicU64>,
     pub offset_commits: Counter,
-    pub offset_flushes: Counter,
     pub fsync_errors: Counter,
     pub fenced_partitions: Gauge,
     pub corrupt_batches: Counter,
@@ -70,7 +69,6 @@ impl Metrics {
             budget_evicted_bytes: Counter::default(),
             stored_bytes: Gauge::default(),
             offset_commits: Counter::default(),
-            offset_flushes: Counter::default(),
             fsync_errors: Counter::default(),
             fenced_partitions: Gauge::default(),
             corrupt_batches: Counter::default(),
@@ -182,11 +180,6 @@ impl Metrics {
             "offset_commits",
             "OffsetCommit requests made durable",
             m.offset_commits.clone(),
-        );
-        registry.register(
-            "offset_store_flushes",
-            "Offset store fsyncs (shared by the commits of one linger window)",
-            m.offset_flushes.clone(),
         );
         m.mqtt.register(&mut registry);
         Metrics { registry, ..m }

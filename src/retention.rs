@@ -61,10 +61,13 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
 /// One pass of retention and the disk budget.
 pub fn enforce(broker: &Broker) {
     let now = log::now_ms();
+    // Internal topics (committed offsets) are never deleted by retention or the budget:
+    // tern keeps them small itself.
     let partitions: Vec<Arc<Partition>> = broker
         .topics
         .list()
         .iter()
+        .filter(|t| !crate::topics::is_internal(&t.name))
         .flat_map(|t| t.partitions())
         .collect();
     for partition in &partitions {
@@ -84,6 +87,17 @@ pub fn enforce(broker: &Broker) {
     let budget = broker.config.storage.max_bytes;
     if budget > 0 {
         enforce_budget(broker, &partitions, budget);
+    }
+    let retention_ms = broker
+        .config
+        .groups
+        .offsets_retention_minutes
+        .saturating_mul(60_000) as i64;
+    let groups = &broker.groups;
+    // Groups with members, and tern's own cursors (MQTT bridges), never expire.
+    let keep = |group: &str| group.starts_with("tern-") || groups.has_members(group);
+    if let Err(e) = groups.offsets.maintain(now, retention_ms, &keep) {
+        error!(error = %e, "committed-offsets housekeeping failed");
     }
 }
 

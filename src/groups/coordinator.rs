@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::offsets::DurableCommits;
+use super::offsets::CommittedOffsets;
 use super::state::{
     Group, GroupError, GroupLimits, JoinArgs, JoinResult, Millis, Reply, SyncResult, Waiter,
 };
@@ -20,13 +20,42 @@ enum Responder {
     Sync(oneshot::Sender<SyncResult>),
 }
 
+/// Longest member id, instance id, protocol type or client host kept per member.
+const MAX_ID_BYTES: usize = 1024;
+/// Client ids are informational; longer ones are cut to this many bytes.
+const MAX_CLIENT_ID_BYTES: usize = 256;
+/// Assignors one member may offer, and the bytes of their metadata together.
+const MAX_PROTOCOLS: usize = 16;
+const MAX_MEMBER_METADATA_BYTES: usize = 1 << 20;
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+fn sync_error(error: GroupError) -> SyncResult {
+    SyncResult {
+        error: Some(error),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: bytes::Bytes::new(),
+    }
+}
+
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     waiters: Mutex<HashMap<Waiter, Responder>>,
     next_waiter: AtomicU64,
     started: Instant,
     limits: GroupLimits,
-    pub offsets: DurableCommits,
+    /// Groups with members the coordinator holds at most (`groups.max_groups`).
+    max_groups: usize,
+    pub offsets: Arc<CommittedOffsets>,
 }
 
 /// A snapshot of one group for DescribeGroups / ListGroups / the CLI.
@@ -49,8 +78,13 @@ pub struct MemberView {
 }
 
 impl Coordinator {
-    pub fn new(limits: GroupLimits, offsets: DurableCommits) -> Arc<Coordinator> {
+    pub fn new(
+        limits: GroupLimits,
+        max_groups: usize,
+        offsets: Arc<CommittedOffsets>,
+    ) -> Arc<Coordinator> {
         Arc::new(Coordinator {
+            max_groups,
             groups: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
@@ -95,75 +129,145 @@ impl Coordinator {
         }
     }
 
-    /// JoinGroup; completes when the group's rebalance does.
+    /// JoinGroup. The group changes now (in the caller's request order); the answer comes
+    /// when the group's rebalance completes.
     ///
-    /// Cancel safety: dropping the future only drops the answer; the member stays in the
-    /// group until it leaves or expires, as with a client that vanished.
-    pub async fn join(&self, group_id: &str, args: JoinArgs) -> JoinResult {
-        let (tx, rx) = oneshot::channel();
-        let waiter = self.park(Responder::Join(tx));
+    /// Cancel safety: dropping the returned future only drops the answer; the member stays
+    /// in the group until it leaves or expires, as with a client that vanished.
+    pub fn join(
+        &self,
+        group_id: &str,
+        mut args: JoinArgs,
+    ) -> impl std::future::Future<Output = JoinResult> + Send + 'static {
         let member_id = args.member_id.clone();
-        let replies = {
-            let mut groups = self.groups();
-            let group = groups
-                .entry(group_id.to_string())
-                .or_insert_with(|| Group::new(group_id, self.limits));
-            group.join(self.now(), args, waiter)
+        let refused = |error| {
+            let result = JoinResult {
+                error: Some(error),
+                generation: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id: member_id.clone(),
+                members: Vec::new(),
+            };
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(result);
+            rx
         };
-        self.deliver(replies);
-        rx.await.unwrap_or(JoinResult {
-            error: Some(GroupError::UnknownMemberId),
-            generation: -1,
-            protocol_type: None,
-            protocol_name: None,
-            leader: String::new(),
-            member_id,
-            members: Vec::new(),
-        })
+        // Validated before anything is stored: a refused join leaves nothing behind.
+        let rx = if let Err(e) = self.validate_join(group_id, &mut args) {
+            refused(e)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let waiter = self.park(Responder::Join(tx));
+            let mut groups = self.groups();
+            if !groups.contains_key(group_id) && groups.len() >= self.max_groups {
+                drop(groups);
+                self.unpark(waiter);
+                refused(GroupError::CoordinatorNotAvailable)
+            } else {
+                let group = groups
+                    .entry(group_id.to_string())
+                    .or_insert_with(|| Group::new(group_id, self.limits));
+                let replies = group.join(self.now(), args, waiter);
+                if group.is_idle() {
+                    groups.remove(group_id);
+                }
+                drop(groups);
+                self.deliver(replies);
+                rx
+            }
+        };
+        async move {
+            rx.await.unwrap_or(JoinResult {
+                error: Some(GroupError::UnknownMemberId),
+                generation: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id,
+                members: Vec::new(),
+            })
+        }
     }
 
-    /// SyncGroup; completes when the leader has sent the assignment.
-    pub async fn sync(
+    /// Bounds what a JoinGroup may make the coordinator store.
+    fn validate_join(&self, group_id: &str, args: &mut JoinArgs) -> Result<(), GroupError> {
+        if !super::valid_group_id(group_id) {
+            return Err(GroupError::InvalidGroupId);
+        }
+        if args.session_timeout_ms < self.limits.min_session_timeout_ms
+            || args.session_timeout_ms > self.limits.max_session_timeout_ms
+        {
+            return Err(GroupError::InvalidSessionTimeout);
+        }
+        let metadata: usize = args.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+        if args.member_id.len() > MAX_ID_BYTES
+            || args
+                .instance_id
+                .as_ref()
+                .is_some_and(|i| i.len() > MAX_ID_BYTES)
+            || args.protocol_type.len() > MAX_ID_BYTES
+            || args.protocols.len() > MAX_PROTOCOLS
+            || metadata > MAX_MEMBER_METADATA_BYTES
+        {
+            return Err(GroupError::InvalidRequest);
+        }
+        // Informational only (DescribeGroups); member ids are built from it.
+        truncate_utf8(&mut args.client_id, MAX_CLIENT_ID_BYTES);
+        truncate_utf8(&mut args.client_host, MAX_ID_BYTES);
+        Ok(())
+    }
+
+    fn unpark(&self, waiter: Waiter) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&waiter);
+    }
+
+    /// SyncGroup. Takes effect now; completes when the leader has sent the assignment.
+    pub fn sync(
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         assignments: Vec<(String, bytes::Bytes)>,
-    ) -> SyncResult {
+    ) -> impl std::future::Future<Output = SyncResult> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let waiter = self.park(Responder::Sync(tx));
-        let replies = match self.groups().get_mut(group_id) {
-            Some(group) => group.sync(self.now(), member_id, generation, assignments, waiter),
-            None => vec![Reply::Sync(
-                waiter,
-                SyncResult {
-                    error: Some(GroupError::UnknownMemberId),
-                    protocol_type: None,
-                    protocol_name: None,
-                    assignment: bytes::Bytes::new(),
+        let replies = {
+            let mut groups = self.groups();
+            match groups.get_mut(group_id) {
+                Some(group) => match group.check_instance(member_id, instance_id) {
+                    Ok(()) => group.sync(self.now(), member_id, generation, assignments, waiter),
+                    Err(e) => vec![Reply::Sync(waiter, sync_error(e))],
                 },
-            )],
+                None => vec![Reply::Sync(waiter, sync_error(GroupError::UnknownMemberId))],
+            }
         };
         self.deliver(replies);
-        rx.await.unwrap_or(SyncResult {
-            error: Some(GroupError::UnknownMemberId),
-            protocol_type: None,
-            protocol_name: None,
-            assignment: bytes::Bytes::new(),
-        })
+        async move {
+            rx.await
+                .unwrap_or_else(|_| sync_error(GroupError::UnknownMemberId))
+        }
     }
 
     pub fn heartbeat(
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
         let now = self.now();
-        self.groups()
+        let mut groups = self.groups();
+        let group = groups
             .get_mut(group_id)
-            .ok_or(GroupError::UnknownMemberId)?
-            .heartbeat(now, member_id, generation)
+            .ok_or(GroupError::UnknownMemberId)?;
+        group.check_instance(member_id, instance_id)?;
+        group.heartbeat(now, member_id, generation)
     }
 
     /// LeaveGroup by member id, or by `group.instance.id` for static members.
@@ -181,16 +285,33 @@ impl Coordinator {
                     .map(|_| Err(GroupError::UnknownMemberId))
                     .collect();
             };
-            let ids: Vec<String> = members
+            // A member id that does not match its instance's current member is fenced.
+            let checked: Vec<Result<String, GroupError>> = members
                 .iter()
                 .map(|(id, instance)| match (id.is_empty(), instance) {
                     (true, Some(instance)) => {
-                        group.member_for_instance(instance).unwrap_or_default()
+                        Ok(group.member_for_instance(instance).unwrap_or_default())
                     }
-                    _ => id.clone(),
+                    (false, Some(instance)) => {
+                        group.check_instance(id, Some(instance)).map(|_| id.clone())
+                    }
+                    _ => Ok(id.clone()),
                 })
                 .collect();
-            group.leave(now, &ids)
+            let ids: Vec<String> = checked
+                .iter()
+                .filter_map(|c| c.as_ref().ok().cloned())
+                .collect();
+            let (mut left, replies) = group.leave(now, &ids);
+            left.reverse();
+            let results = checked
+                .into_iter()
+                .map(|c| match c {
+                    Ok(_) => left.pop().unwrap_or(Err(GroupError::UnknownMemberId)),
+                    Err(e) => Err(e),
+                })
+                .collect();
+            (results, replies)
         };
         self.deliver(replies);
         results
@@ -201,10 +322,16 @@ impl Coordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
         match self.groups().get(group_id) {
-            Some(group) => group.check_commit(member_id, generation),
+            Some(group) => {
+                if !member_id.is_empty() {
+                    group.check_instance(member_id, instance_id)?;
+                }
+                group.check_commit(member_id, generation)
+            }
             None if generation < 0 => Ok(()),
             None => Err(GroupError::UnknownMemberId),
         }
@@ -246,6 +373,10 @@ impl Coordinator {
             .collect()
     }
 
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.groups().get(group_id).is_some_and(|g| !g.is_empty())
+    }
+
     /// Forgets an empty group (DeleteGroups). Refused while it has members.
     pub fn remove_if_empty(&self, group_id: &str) -> bool {
         let mut groups = self.groups();
@@ -267,11 +398,14 @@ impl Coordinator {
                 _ = interval.tick() => {}
             }
             let now = self.now();
-            let replies: Vec<Reply> = self
-                .groups()
-                .values_mut()
-                .flat_map(|g| g.tick(now))
-                .collect();
+            let replies: Vec<Reply> = {
+                let mut groups = self.groups();
+                let replies = groups.values_mut().flat_map(|g| g.tick(now)).collect();
+                // Groups without members are forgotten (their offsets live on in
+                // __consumer_offsets): memory follows the groups in use, not every id seen.
+                groups.retain(|_, g| !g.is_idle());
+                replies
+            };
             self.deliver(replies);
         }
     }

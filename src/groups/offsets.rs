@@ -1,377 +1,693 @@
-//! Committed consumer offsets: a small store trait, its sled implementation (with a small,
-//! explicit cache) and an in-memory one for tests, plus batched durable commits.
+//! Committed offsets, kept where Kafka keeps them: as records of the internal topic
+//! `__consumer_offsets` (format in `offset_records.rs`), in tern's own log.
 //!
-//! Keys: `u16 len, group, u16 len, topic, i32 partition` (big-endian), so one group's
-//! offsets are a prefix scan. Values: `i64 offset, i32 leader epoch, i64 commit time ms,
-//! metadata (UTF-8)`.
+//! A commit is appended in request order and made durable by the same group commit as
+//! produce (one fsync round serves both); only then does it become visible to OffsetFetch,
+//! and a commit whose fsync fails is never visible (the log cuts it away and fences the
+//! partition). An in-memory map, rebuilt from the topic at startup, answers reads. The
+//! topic is kept small by a rewrite: when it has grown to several times what is live, the
+//! latest value of every key is appended anew and the segments before are deleted (until
+//! log compaction exists). Committed offsets thereby share every guarantee of the log:
+//! CRCs, recovery to a valid prefix, fsync before acknowledgement, power-cut tests.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::metrics::counter::Counter;
-
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::offset_records::{
+    self, decode_record, Committed, OffsetKey, RecordError, OFFSETS_TOPIC,
+};
+use crate::log::{records, GroupCommit, LogError, Partition};
+use crate::topics::{TopicError, Topics};
+
+/// Most bytes read per step when the topic is replayed at startup.
+const REPLAY_CHUNK: usize = 1 << 20;
+/// The topic is rewritten once it holds this many times the bytes its live keys need...
+const REWRITE_RATIO: u64 = 4;
+/// ...and at least this much.
+const REWRITE_MIN_BYTES: u64 = 4 << 20;
+/// Bytes a live key is assumed to need in the log (for the rewrite decision).
+const BYTES_PER_KEY: u64 = 100;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("offset store: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("offset store entry is malformed")]
-    Malformed,
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("the offset store is shutting down")]
     Closed,
-    #[error("offset store flush failed: {0}")]
-    Flush(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: String,
-    pub commit_ms: i64,
 }
 
 /// One committed position: (topic, partition, what was committed).
 pub type Entry = (String, i32, Committed);
 
-pub trait OffsetStore: Send + Sync {
-    /// Records offsets; durable only after [`OffsetStore::flush`].
-    fn put(&self, group: &str, entries: &[Entry]) -> Result<(), StoreError>;
-    /// Makes everything put so far durable.
-    fn flush(&self) -> Result<(), StoreError>;
-    fn get(&self, group: &str) -> Result<Vec<Entry>, StoreError>;
-    fn groups(&self) -> Result<Vec<String>, StoreError>;
-    fn delete(&self, group: &str, topic: &str, partition: i32) -> Result<(), StoreError>;
-    fn delete_group(&self, group: &str) -> Result<(), StoreError> {
-        for (topic, partition, _) in self.get(group)? {
-            self.delete(group, &topic, partition)?;
-        }
-        Ok(())
-    }
+/// A key's latest applied record: its value (or `None` after a deletion) and where it is
+/// in the log, so that commits applied out of order never overwrite a newer one.
+#[derive(Debug, Clone)]
+struct Slot {
+    value: Option<Committed>,
+    log_offset: i64,
 }
 
-fn group_prefix(group: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + group.len());
-    key.extend_from_slice(&(group.len() as u16).to_be_bytes());
-    key.extend_from_slice(group.as_bytes());
-    key
-}
-
-fn key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
-    let mut key = group_prefix(group);
-    key.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    key.extend_from_slice(topic.as_bytes());
-    key.extend_from_slice(&partition.to_be_bytes());
-    key
-}
-
-fn decode_key(key: &[u8]) -> Option<(String, String, i32)> {
-    let take = |at: usize| -> Option<(String, usize)> {
-        let len = u16::from_be_bytes([*key.get(at)?, *key.get(at + 1)?]) as usize;
-        let text = std::str::from_utf8(key.get(at + 2..at + 2 + len)?).ok()?;
-        Some((text.to_string(), at + 2 + len))
-    };
-    let (group, at) = take(0)?;
-    let (topic, at) = take(at)?;
-    let p = key.get(at..at + 4)?;
-    Some((group, topic, i32::from_be_bytes([p[0], p[1], p[2], p[3]])))
-}
-
-fn encode_value(c: &Committed) -> Vec<u8> {
-    let mut v = Vec::with_capacity(20 + c.metadata.len());
-    v.extend_from_slice(&c.offset.to_be_bytes());
-    v.extend_from_slice(&c.leader_epoch.to_be_bytes());
-    v.extend_from_slice(&c.commit_ms.to_be_bytes());
-    v.extend_from_slice(c.metadata.as_bytes());
-    v
-}
-
-fn decode_value(v: &[u8]) -> Option<Committed> {
-    let i64_at = |at: usize| {
-        v.get(at..at + 8)
-            .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    Some(Committed {
-        offset: i64_at(0)?,
-        leader_epoch: i32::from_be_bytes(v.get(8..12)?.try_into().ok()?),
-        commit_ms: i64_at(12)?,
-        metadata: String::from_utf8(v.get(20..)?.to_vec()).ok()?,
-    })
-}
-
-/// Offsets in sled, under `<data_dir>/meta`.
-pub struct SledOffsets {
-    db: sled::Db,
-}
-
-impl SledOffsets {
-    /// sled's cache defaults to 1 GiB; on a Pi it gets `cache_bytes` (a few MiB).
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledOffsets, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::LowSpace)
-            .flush_every_ms(None)
-            .open()?;
-        Ok(SledOffsets { db })
-    }
-}
-
-impl SledOffsets {
-    /// The same sled database, for the producer-id generator.
-    pub fn db(&self) -> sled::Db {
-        self.db.clone()
-    }
-}
-
-impl OffsetStore for SledOffsets {
-    fn put(&self, group: &str, entries: &[Entry]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (topic, partition, committed) in entries {
-            batch.insert(key(group, topic, *partition), encode_value(committed));
-        }
-        self.db.apply_batch(batch)?;
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
-    }
-
-    fn get(&self, group: &str) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(group_prefix(group)) {
-            let (k, v) = item?;
-            let (g, topic, partition) = decode_key(&k).ok_or(StoreError::Malformed)?;
-            if g == group {
-                out.push((
-                    topic,
-                    partition,
-                    decode_value(&v).ok_or(StoreError::Malformed)?,
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    fn groups(&self) -> Result<Vec<String>, StoreError> {
-        let mut out: Vec<String> = Vec::new();
-        for item in self.db.iter() {
-            let (k, _) = item?;
-            let (group, _, _) = decode_key(&k).ok_or(StoreError::Malformed)?;
-            if out.last() != Some(&group) {
-                out.push(group);
-            }
-        }
-        Ok(out)
-    }
-
-    fn delete(&self, group: &str, topic: &str, partition: i32) -> Result<(), StoreError> {
-        self.db.remove(key(group, topic, partition))?;
-        Ok(())
-    }
-}
-
-/// Offsets in memory, for tests.
 #[derive(Default)]
-pub struct MemoryOffsets {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+struct State {
+    /// Durable and applied: group → (topic, partition) → slot.
+    visible: BTreeMap<String, BTreeMap<(String, i32), Slot>>,
+    /// Appended, not durable yet, by the log offset of their first record.
+    pending: BTreeMap<i64, Vec<(OffsetKey, Option<Committed>)>>,
 }
 
-impl OffsetStore for MemoryOffsets {
-    fn put(&self, group: &str, entries: &[Entry]) -> Result<(), StoreError> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, partition, committed) in entries {
-            map.insert(key(group, topic, *partition), encode_value(committed));
+impl State {
+    fn apply(&mut self, key: OffsetKey, value: Option<Committed>, log_offset: i64) {
+        let group = self.visible.entry(key.group).or_default();
+        let slot = group.entry((key.topic, key.partition));
+        match slot {
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                if o.get().log_offset < log_offset {
+                    o.insert(Slot { value, log_offset });
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Slot { value, log_offset });
+            }
         }
+    }
+
+    /// The newest value of every key, durable or pending, in log order.
+    fn latest(&self) -> BTreeMap<OffsetKey, Option<Committed>> {
+        let mut out = BTreeMap::new();
+        for (group, slots) in &self.visible {
+            for ((topic, partition), slot) in slots {
+                out.insert(
+                    OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    slot.value.clone(),
+                );
+            }
+        }
+        for entries in self.pending.values() {
+            for (key, value) in entries {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+        out
+    }
+
+    fn live_keys(&self) -> u64 {
+        self.visible
+            .values()
+            .map(|g| g.values().filter(|s| s.value.is_some()).count() as u64)
+            .sum()
+    }
+}
+
+pub struct CommittedOffsets {
+    partition: Arc<Partition>,
+    group_commit: GroupCommit,
+    state: Mutex<State>,
+    commits: Counter,
+}
+
+/// A commit appended to the log, becoming visible once durable. Dropping it does not undo
+/// or delay anything: the commit still becomes visible when its fsync succeeds.
+pub struct PendingCommit {
+    outcome: Option<oneshot::Receiver<Result<(), String>>>,
+}
+
+impl PendingCommit {
+    /// Resolves once the commit is durable and visible, or failed (then it is never visible).
+    pub async fn durable(self) -> Result<(), StoreError> {
+        match self.outcome {
+            None => Ok(()),
+            Some(rx) => match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(why)) => Err(StoreError::Log(LogError::NotDurable(why))),
+                Err(_) => Err(StoreError::Closed),
+            },
+        }
+    }
+}
+
+impl CommittedOffsets {
+    /// Opens (creating if needed) `__consumer_offsets` and rebuilds the map from it.
+    pub fn open(
+        topics: &Topics,
+        group_commit: GroupCommit,
+        commits: Counter,
+    ) -> Result<Arc<CommittedOffsets>, TopicError> {
+        let topic = match topics.get(OFFSETS_TOPIC) {
+            Some(t) => t,
+            None => topics.create_internal(OFFSETS_TOPIC)?,
+        };
+        let partition = topic
+            .partition(0)
+            .ok_or_else(|| TopicError::Unknown(format!("{OFFSETS_TOPIC}-0")))?;
+        let offsets = CommittedOffsets {
+            partition,
+            group_commit,
+            state: Mutex::new(State::default()),
+            commits,
+        };
+        offsets.replay()?;
+        Ok(Arc::new(offsets))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the map from every durable record of the topic.
+    fn replay(&self) -> Result<(), TopicError> {
+        let (mut offset, end) = {
+            let log = self.partition.lock();
+            (log.log_start_offset(), log.high_watermark())
+        };
+        let mut state = self.state();
+        let (mut applied, mut skipped) = (0u64, 0u64);
+        while offset < end {
+            let read = self.partition.read(offset, REPLAY_CHUNK)?;
+            if read.bytes.is_empty() {
+                break;
+            }
+            for batch in records::decode_batches(&read.bytes) {
+                offset = offset.max(batch.header.next_offset());
+                let Ok(batch_records) = batch.records else {
+                    skipped += 1;
+                    continue;
+                };
+                for record in batch_records {
+                    match decode_record(&record) {
+                        Ok(Some((key, value))) => {
+                            state.apply(key, value, record.offset);
+                            applied += 1;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            skipped += 1;
+                            warn!(offset = record.offset, error = %e, "unreadable record in {OFFSETS_TOPIC}; skipped");
+                        }
+                    }
+                }
+            }
+        }
+        if skipped > 0 {
+            warn!(skipped, "{OFFSETS_TOPIC} had unreadable records or batches");
+        }
+        info!(
+            records = applied,
+            groups = state.visible.len(),
+            "committed offsets loaded from {OFFSETS_TOPIC}"
+        );
         Ok(())
     }
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
+
+    /// Appends commits (`None`: a deletion) now, in the caller's order; they become
+    /// visible once durable. Call from the request's ordered part.
+    pub fn append(
+        self: &Arc<Self>,
+        entries: Vec<(OffsetKey, Option<Committed>)>,
+    ) -> Result<PendingCommit, StoreError> {
+        if entries.is_empty() {
+            return Ok(PendingCommit { outcome: None });
+        }
+        let bytes = offset_records::encode_batch(&entries, crate::log::now_ms())?;
+        let batches = crate::log::batch::split_batches(&bytes)
+            .map_err(|e| StoreError::Log(LogError::Corrupt(e)))?;
+        // The state lock orders appends with a concurrent rewrite (see `rewrite`).
+        let mut state = self.state();
+        let info = self.partition.append(&batches, crate::log::now_ms())?;
+        state.pending.insert(info.base_offset, entries);
+        drop(state);
+        let (tx, rx) = oneshot::channel();
+        let partition = Arc::clone(&self.partition);
+        let group_commit = self.group_commit.clone();
+        let this = Arc::clone(self);
+        // A task of its own, so that the commit settles even if the requester goes away.
+        tokio::spawn(async move {
+            let result = group_commit
+                .wait_durable(partition, info.last_offset + 1, info.generation)
+                .await;
+            this.settle_at(info.base_offset, result.is_ok());
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        });
+        Ok(PendingCommit { outcome: Some(rx) })
     }
-    fn get(&self, group: &str) -> Result<Vec<Entry>, StoreError> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let prefix = group_prefix(group);
-        map.range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(k, v)| {
-                let (g, topic, partition) = decode_key(k)?;
-                (g == group).then(|| decode_value(v).map(|c| (topic, partition, c)))?
+
+    /// Commits offsets of `group` and waits until they are durable.
+    pub async fn commit(
+        self: &Arc<Self>,
+        group: &str,
+        entries: &[Entry],
+    ) -> Result<(), StoreError> {
+        let entries = entries
+            .iter()
+            .map(|(topic, partition, c)| {
+                (
+                    OffsetKey {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(c.clone()),
+                )
             })
-            .map(Ok)
+            .collect();
+        self.append(entries)?.durable().await
+    }
+
+    /// Appends deletions of the given partitions' offsets of `group`.
+    pub fn delete(
+        self: &Arc<Self>,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<PendingCommit, StoreError> {
+        let entries = partitions
+            .iter()
+            .map(|(topic, partition)| {
+                (
+                    OffsetKey {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        self.append(entries)
+    }
+
+    /// Appends the deletion of every offset of `group` (durable or still pending).
+    pub fn delete_group(self: &Arc<Self>, group: &str) -> Result<PendingCommit, StoreError> {
+        let keys: Vec<(String, i32)> = {
+            let state = self.state();
+            state
+                .latest()
+                .into_iter()
+                .filter(|(k, v)| k.group == group && v.is_some())
+                .map(|(k, _)| (k.topic, k.partition))
+                .collect()
+        };
+        self.delete(group, &keys)
+    }
+
+    /// The durable committed offsets of `group`, by topic and partition.
+    pub fn get(&self, group: &str) -> Vec<Entry> {
+        let state = self.state();
+        state
+            .visible
+            .get(group)
+            .map(|slots| {
+                slots
+                    .iter()
+                    .filter_map(|((t, p), s)| s.value.clone().map(|c| (t.clone(), *p, c)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Groups with at least one durable committed offset.
+    pub fn groups(&self) -> Vec<String> {
+        let state = self.state();
+        state
+            .visible
+            .iter()
+            .filter(|(_, slots)| slots.values().any(|s| s.value.is_some()))
+            .map(|(g, _)| g.clone())
             .collect()
     }
-    fn groups(&self) -> Result<Vec<String>, StoreError> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<String> = map
-            .keys()
-            .filter_map(|k| decode_key(k).map(|(g, _, _)| g))
-            .collect();
-        out.dedup();
-        Ok(out)
+
+    pub fn has_offsets(&self, group: &str) -> bool {
+        let state = self.state();
+        state
+            .visible
+            .get(group)
+            .is_some_and(|slots| slots.values().any(|s| s.value.is_some()))
     }
-    fn delete(&self, group: &str, topic: &str, partition: i32) -> Result<(), StoreError> {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key(group, topic, partition));
-        Ok(())
-    }
-}
 
-/// Batches commits so that one flush (fsync) serves every commit waiting when it starts;
-/// a commit is answered only after its flush.
-#[derive(Clone)]
-pub struct DurableCommits {
-    requests: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
-    store: Arc<dyn OffsetStore>,
-}
-
-/// Counters the flusher bumps: commits made durable and store flushes (fsyncs) done.
-#[derive(Clone, Default)]
-pub struct CommitCounters {
-    pub commits: Counter,
-    pub flushes: Counter,
-}
-
-impl DurableCommits {
-    /// Starts the flusher. Commits that arrive within `linger` of the previous flush wait
-    /// for the window to end and share one flush: at most one fsync per `linger`.
-    pub fn start(
-        store: Arc<dyn OffsetStore>,
-        linger: Duration,
-        counters: CommitCounters,
-    ) -> DurableCommits {
-        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4096);
-        let flusher = Arc::clone(&store);
-        tokio::spawn(async move {
-            let mut last_flush: Option<Instant> = None;
-            while let Some(first) = rx.recv().await {
-                if let Some(last) = last_flush {
-                    tokio::time::sleep_until((last + linger).into()).await;
-                }
-                let mut waiting = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    waiting.push(more);
-                }
-                last_flush = Some(Instant::now());
-                let store = Arc::clone(&flusher);
-                let result =
-                    tokio::task::spawn_blocking(move || store.flush().map_err(|e| e.to_string()))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()));
-                counters.flushes.inc();
-                counters.commits.inc_by(waiting.len() as u64);
-                for w in waiting {
-                    let _ = w.send(result.clone());
+    /// Derived state is never ahead of the log: committed offsets past a partition's
+    /// recovered end (the log lost an unsynced tail) are moved back to that end. Runs at
+    /// startup, before anything is served; returns how many were clamped.
+    pub fn clamp_to_logs(&self, topics: &Topics) -> Result<usize, StoreError> {
+        let mut clamped = Vec::new();
+        {
+            let state = self.state();
+            for (group, slots) in &state.visible {
+                for ((topic, partition), slot) in slots {
+                    let Some(value) = &slot.value else { continue };
+                    let Some(end) = topics
+                        .get(topic)
+                        .and_then(|t| t.partition(*partition))
+                        .map(|p| p.lock().high_watermark())
+                    else {
+                        continue;
+                    };
+                    if value.offset > end {
+                        warn!(%group, %topic, partition, committed = value.offset, log_end = end,
+                            "committed offset is past the recovered log end; clamped");
+                        let mut value = value.clone();
+                        value.offset = end;
+                        clamped.push((
+                            OffsetKey {
+                                group: group.clone(),
+                                topic: topic.clone(),
+                                partition: *partition,
+                            },
+                            Some(value),
+                        ));
+                    }
                 }
             }
-        });
-        DurableCommits {
-            requests: tx,
-            store,
+        }
+        let count = clamped.len();
+        if count > 0 {
+            self.append_and_sync(clamped)?;
+        }
+        Ok(count)
+    }
+
+    /// Imports entries from the old store (startup only).
+    pub fn import(&self, entries: Vec<(OffsetKey, Option<Committed>)>) -> Result<(), StoreError> {
+        for chunk in entries.chunks(2000) {
+            self.append_and_sync(chunk.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Appends and syncs directly, without group commit (startup and maintenance, on a
+    /// blocking thread), applying the entries once durable.
+    fn append_and_sync(
+        &self,
+        entries: Vec<(OffsetKey, Option<Committed>)>,
+    ) -> Result<(), StoreError> {
+        let bytes = offset_records::encode_batch(&entries, crate::log::now_ms())?;
+        let batches = crate::log::batch::split_batches(&bytes)
+            .map_err(|e| StoreError::Log(LogError::Corrupt(e)))?;
+        let mut state = self.state();
+        let info = self.partition.append(&batches, crate::log::now_ms())?;
+        drop(state);
+        self.sync(info.last_offset + 1, info.generation)?;
+        state = self.state();
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            state.apply(key, value, info.base_offset + i as i64);
+        }
+        Ok(())
+    }
+
+    /// Makes the offsets topic durable up to `upto` with a sync of its own.
+    fn sync(&self, upto: i64, generation: u64) -> Result<(), StoreError> {
+        let target = self.partition.lock().sync_target();
+        let result = target.run();
+        let mut log = self.partition.lock();
+        match result {
+            Ok(()) => {
+                log.complete_sync(&target);
+            }
+            Err(e) => {
+                log.fail_sync(&e.to_string());
+                return Err(StoreError::Log(LogError::NotDurable(e.to_string())));
+            }
+        }
+        if log.is_durable(upto, generation) {
+            Ok(())
+        } else {
+            Err(StoreError::Log(LogError::NotDurable(
+                "the offsets log was cut back".to_string(),
+            )))
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn OffsetStore> {
-        &self.store
+    /// Housekeeping, on a blocking thread: expires the offsets of groups without members
+    /// whose newest commit is older than `retention_ms` (Kafka's `offsets.retention.minutes`;
+    /// groups for which `keep` says yes are never expired), then rewrites the topic if it
+    /// has grown well beyond what is live.
+    pub fn maintain(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        if retention_ms >= 0 && crate::log::clock_is_plausible(now_ms) {
+            let expired: Vec<(OffsetKey, Option<Committed>)> = {
+                let state = self.state();
+                let mut out = Vec::new();
+                for (group, slots) in &state.visible {
+                    let newest = slots
+                        .values()
+                        .filter_map(|s| s.value.as_ref().map(|c| c.commit_ms))
+                        .max();
+                    let Some(newest) = newest else { continue };
+                    if now_ms.saturating_sub(newest) <= retention_ms || keep(group) {
+                        continue;
+                    }
+                    info!(%group, "committed offsets expired (no members, no commit within offsets retention)");
+                    for ((topic, partition), slot) in slots {
+                        if slot.value.is_some() {
+                            out.push((
+                                OffsetKey {
+                                    group: group.clone(),
+                                    topic: topic.clone(),
+                                    partition: *partition,
+                                },
+                                None,
+                            ));
+                        }
+                    }
+                }
+                out
+            };
+            if !expired.is_empty() {
+                self.append_and_sync(expired)?;
+            }
+        }
+        self.forget_deleted_groups();
+        self.rewrite_if_large()
     }
 
-    /// Stores the entries and returns once they are durable.
-    pub async fn commit(&self, group: &str, entries: &[Entry]) -> Result<(), StoreError> {
-        self.store.put(group, entries)?;
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(tx)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(StoreError::Flush)
+    /// Groups whose every key is deleted and durable need no memory any more once the
+    /// rewrite has dropped their tombstones; until then they stay (a small slot each).
+    fn forget_deleted_groups(&self) {
+        let log_start = self.partition.lock().log_start_offset();
+        let mut state = self.state();
+        state.visible.retain(|_, slots| {
+            slots.retain(|_, s| s.value.is_some() || s.log_offset >= log_start);
+            !slots.is_empty()
+        });
+    }
+
+    /// Rewrites the topic when it holds several times what is live: the latest value of
+    /// every live key is appended into a new segment, and once that is durable the
+    /// segments before it are deleted.
+    fn rewrite_if_large(&self) -> Result<(), StoreError> {
+        let (size, segments) = {
+            let log = self.partition.lock();
+            (log.size_bytes(), log.segment_count())
+        };
+        let live = self.state().live_keys();
+        let threshold = (live * BYTES_PER_KEY * REWRITE_RATIO).max(REWRITE_MIN_BYTES);
+        if size <= threshold && segments < 8 {
+            return Ok(());
+        }
+        self.rewrite()
+    }
+
+    /// Appends the latest value of every live key into a new segment and, once that is
+    /// durable, deletes the segments before it. Commits wait on the state lock meanwhile,
+    /// so none lands between the copy and the cut.
+    pub(crate) fn rewrite(&self) -> Result<(), StoreError> {
+        let state = self.state();
+        let live: Vec<(OffsetKey, Option<Committed>)> = state
+            .latest()
+            .into_iter()
+            .filter(|(_, v)| v.is_some())
+            .collect();
+        let now = crate::log::now_ms();
+        let (start, last, generation) = {
+            let mut log = self.partition.lock();
+            log.roll(now)?;
+            let start = log.log_end_offset();
+            let mut last = start;
+            let mut generation = log.generation();
+            // Batches of a few thousand records stay far below max.message.bytes.
+            for chunk in live.chunks(2000) {
+                let bytes = offset_records::encode_batch(chunk, now)?;
+                let batches = crate::log::batch::split_batches(&bytes)
+                    .map_err(|e| StoreError::Log(LogError::Corrupt(e)))?;
+                let info = log.append(&batches, now)?;
+                last = info.last_offset + 1;
+                generation = info.generation;
+            }
+            (start, last, generation)
+        };
+        drop(state);
+        self.sync(last, generation)?;
+        let mut log = self.partition.lock();
+        let before = log.size_bytes();
+        log.delete_records_before(start)?;
+        info!(
+            live = live.len(),
+            bytes_before = before,
+            bytes_after = log.size_bytes(),
+            "{OFFSETS_TOPIC} rewritten to its latest value per key"
+        );
+        Ok(())
+    }
+
+    /// Applies a settled commit: visible if durable, forgotten otherwise.
+    fn settle_at(&self, base_offset: i64, durable: bool) {
+        let mut state = self.state();
+        if let Some(entries) = state.pending.remove(&base_offset) {
+            if durable {
+                self.commits.inc();
+                for (i, (key, value)) in entries.into_iter().enumerate() {
+                    state.apply(key, value, base_offset + i as i64);
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::topics::Defaults;
+    use std::time::Duration;
 
-    fn committed(offset: i64, metadata: &str) -> Committed {
+    fn open(dir: &std::path::Path) -> (Arc<CommittedOffsets>, Topics) {
+        let topics = Topics::open(dir, Defaults::default()).expect("topics");
+        let (group_commit, _task) = GroupCommit::start(Duration::ZERO, Arc::new(Metrics::new()));
+        let offsets =
+            CommittedOffsets::open(&topics, group_commit, Counter::default()).expect("offsets");
+        (offsets, topics)
+    }
+
+    fn at(offset: i64) -> Committed {
         Committed {
             offset,
             leader_epoch: -1,
-            metadata: metadata.to_string(),
-            commit_ms: 1,
+            metadata: "m".into(),
+            commit_ms: crate::log::now_ms(),
         }
     }
 
-    fn exercise(store: &dyn OffsetStore) {
-        store
-            .put(
-                "g1",
-                &[
-                    ("t".into(), 0, committed(5, "meta")),
-                    ("t".into(), 1, committed(7, "")),
-                ],
-            )
-            .expect("put");
-        store
-            .put("g2", &[("u".into(), 0, committed(1, "x"))])
-            .expect("put");
-        // A group whose name is a prefix of another's stays separate.
-        store
-            .put("g", &[("t".into(), 0, committed(9, ""))])
-            .expect("put");
-        store.flush().expect("flush");
-        let g1 = store.get("g1").expect("get");
-        assert_eq!(g1.len(), 2);
-        assert_eq!(
-            g1[0],
-            ("t".to_string(), 0, committed(5, "meta")),
-            "metadata round-trips"
-        );
-        assert_eq!(store.get("g").expect("get").len(), 1);
-        assert_eq!(
-            store.groups().expect("groups"),
-            vec!["g".to_string(), "g1".into(), "g2".into()]
-        );
-        store.delete("g1", "t", 0).expect("delete");
-        assert_eq!(store.get("g1").expect("get").len(), 1);
-        store.delete_group("g2").expect("delete group");
-        assert!(store.get("g2").expect("get").is_empty());
+    fn key(group: &str, partition: i32) -> OffsetKey {
+        OffsetKey {
+            group: group.into(),
+            topic: "t".into(),
+            partition,
+        }
     }
 
-    #[test]
-    fn memory_store() {
-        exercise(&MemoryOffsets::default());
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_apply_in_append_order_whatever_order_they_settle_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (offsets, _topics) = open(dir.path());
+        let first = offsets
+            .append(vec![(key("g", 0), Some(at(10)))])
+            .expect("append");
+        let second = offsets
+            .append(vec![(key("g", 0), Some(at(20)))])
+            .expect("append");
+        // Wait for the second first: the first must not overwrite it when it settles.
+        second.durable().await.expect("durable");
+        first.durable().await.expect("durable");
+        assert_eq!(offsets.get("g")[0].2.offset, 20);
     }
 
-    #[test]
-    fn sled_store_and_reopen() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_is_invisible_until_durable_and_forgotten_if_it_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (offsets, _topics) = open(dir.path());
+        // Appended, not durable: the settle step is what makes it visible.
+        let bytes = offset_records::encode_batch(&[(key("g", 0), Some(at(5)))], 1).expect("enc");
+        let batches = crate::log::batch::split_batches(&bytes).expect("batch");
+        let info = offsets.partition.append(&batches, 1).expect("append");
+        offsets
+            .state()
+            .pending
+            .insert(info.base_offset, vec![(key("g", 0), Some(at(5)))]);
+        assert!(
+            offsets.get("g").is_empty(),
+            "not visible before it is durable"
+        );
+        offsets.settle_at(info.base_offset, false);
+        assert!(
+            offsets.get("g").is_empty(),
+            "a failed commit never becomes visible"
+        );
+        assert!(offsets.state().pending.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offsets_survive_a_restart_and_a_rewrite_keeps_only_the_latest_values() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let store = SledOffsets::open(dir.path(), 1 << 20).expect("open");
-            exercise(&store);
-        }
-        // sled's background flusher can hold the database (and its file lock) for a moment
-        // after the last handle is dropped; a restarted tern is a new process and never
-        // sees this, a reopen in the same process may have to wait.
-        let mut reopened = SledOffsets::open(dir.path(), 1 << 20);
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
+            let (offsets, _topics) = open(dir.path());
+            for i in 0..200 {
+                offsets
+                    .commit("g", &[("t".into(), i % 4, at(i as i64))])
+                    .await
+                    .expect("commit");
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            reopened = SledOffsets::open(dir.path(), 1 << 20);
+            offsets
+                .commit("gone", &[("t".into(), 0, at(1))])
+                .await
+                .expect("commit");
+            offsets
+                .delete_group("gone")
+                .expect("delete")
+                .durable()
+                .await
+                .expect("durable");
+            let before = offsets.partition.lock().log_end_offset();
+            offsets.rewrite().expect("rewrite");
+            let log = offsets.partition.lock();
+            assert_eq!(log.log_start_offset(), before, "older segments are gone");
+            assert_eq!(
+                log.log_end_offset() - log.log_start_offset(),
+                4,
+                "one record per live key"
+            );
         }
-        let store = reopened.expect("reopen");
-        assert_eq!(
-            store.get("g1").expect("get"),
-            vec![("t".to_string(), 1, committed(7, ""))]
-        );
+        let (offsets, _topics) = open(dir.path());
+        let mut got: Vec<(i32, i64)> = offsets
+            .get("g")
+            .into_iter()
+            .map(|(_, p, c)| (p, c.offset))
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![(0, 196), (1, 197), (2, 198), (3, 199)]);
+        assert!(!offsets.has_offsets("gone"));
+        assert_eq!(offsets.groups(), vec!["g".to_string()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offsets_of_groups_without_members_expire_unless_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (offsets, _topics) = open(dir.path());
+        let mut old = at(1);
+        old.commit_ms = crate::log::now_ms() - 10_000;
+        for group in ["idle", "tern-mqtt-gw", "active"] {
+            offsets
+                .commit(group, &[("t".into(), 0, old.clone())])
+                .await
+                .expect("commit");
+        }
+        let keep = |g: &str| g.starts_with("tern-") || g == "active";
+        let now = crate::log::now_ms();
+        offsets.maintain(now, 60_000, &keep).expect("maintain");
+        assert!(offsets.has_offsets("idle"), "within retention");
+        offsets.maintain(now, 5_000, &keep).expect("maintain");
+        assert!(!offsets.has_offsets("idle"), "expired");
+        assert!(offsets.has_offsets("tern-mqtt-gw") && offsets.has_offsets("active"));
     }
 }

@@ -51,6 +51,12 @@ pub enum GroupError {
     MemberIdRequired,
     FencedInstanceId,
     InvalidSessionTimeout,
+    InvalidGroupId,
+    GroupMaxSizeReached,
+    /// A JoinGroup whose fields exceed tern's bounds (ids, metadata).
+    InvalidRequest,
+    /// The coordinator holds as many groups as it may (`groups.max_groups`).
+    CoordinatorNotAvailable,
 }
 
 /// Broker-side limits (Kafka's group.min/max.session.timeout.ms and the initial delay).
@@ -60,6 +66,8 @@ pub struct GroupLimits {
     pub max_session_timeout_ms: u64,
     /// How long a rebalance of an empty group waits for more members to arrive.
     pub initial_rebalance_delay_ms: u64,
+    /// Members (and members waiting for their id) per group: Kafka's `group.max.size`.
+    pub max_size: usize,
 }
 
 impl Default for GroupLimits {
@@ -68,6 +76,7 @@ impl Default for GroupLimits {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
+            max_size: 1000,
         }
     }
 }
@@ -256,6 +265,17 @@ impl Group {
             return reject(GroupError::InconsistentGroupProtocol);
         }
         let mut member_id = args.member_id.clone();
+        if !member_id.is_empty() {
+            if let Some(instance) = &args.instance_id {
+                // A static member replaced by a newer instance: fenced, as in Kafka.
+                if let Some(current) = self.member_for_instance(instance) {
+                    if current != member_id {
+                        return reject(GroupError::FencedInstanceId);
+                    }
+                }
+            }
+        }
+        let full = self.members.len() + self.pending.len() >= self.limits.max_size;
         if member_id.is_empty() {
             if let Some(instance) = &args.instance_id {
                 if let Some(old) = self
@@ -267,6 +287,9 @@ impl Group {
                     let old_id = old.id.clone();
                     return self.rejoin_static(now, old_id, args, waiter);
                 }
+            }
+            if full {
+                return reject(GroupError::GroupMaxSizeReached);
             }
             member_id = self.new_member_id(&args.client_id);
             if args.require_known_member_id && args.instance_id.is_none() {
@@ -285,11 +308,27 @@ impl Group {
                 return reject(GroupError::FencedInstanceId);
             }
         }
-        let assignment = self
-            .members
-            .get(&member_id)
-            .map(|m| m.assignment.clone())
-            .unwrap_or_default();
+        let mut replies = Vec::new();
+        let assignment = match self.members.get_mut(&member_id) {
+            Some(existing) => {
+                // A JoinGroup (or SyncGroup) of this member still waits: it is answered
+                // now, so that no request of its connection waits forever behind it.
+                if let Some(old) = existing.join_waiter.take() {
+                    replies.push(Reply::Join(
+                        old,
+                        JoinResult::error(GroupError::RebalanceInProgress, &member_id),
+                    ));
+                }
+                if let Some(old) = existing.sync_waiter.take() {
+                    replies.push(Reply::Sync(
+                        old,
+                        sync_error(GroupError::RebalanceInProgress),
+                    ));
+                }
+                existing.assignment.clone()
+            }
+            None => Bytes::new(),
+        };
         self.members.insert(
             member_id.clone(),
             Member {
@@ -309,7 +348,6 @@ impl Group {
         if self.protocol_type.is_none() {
             self.protocol_type = Some(args.protocol_type);
         }
-        let mut replies = Vec::new();
         if self.state != GroupState::PreparingRebalance {
             replies.extend(self.prepare_rebalance(now));
         }
@@ -332,6 +370,17 @@ impl Group {
                 JoinResult::error(GroupError::UnknownMemberId, ""),
             )];
         };
+        // The replaced consumer's waiting requests are answered: it is fenced.
+        let mut fenced = Vec::new();
+        if let Some(old) = member.join_waiter.take() {
+            fenced.push(Reply::Join(
+                old,
+                JoinResult::error(GroupError::FencedInstanceId, &old_id),
+            ));
+        }
+        if let Some(old) = member.sync_waiter.take() {
+            fenced.push(Reply::Sync(old, sync_error(GroupError::FencedInstanceId)));
+        }
         let new_id = self.new_member_id(&args.client_id);
         member.id = new_id.clone();
         member.client_id = args.client_id;
@@ -357,11 +406,12 @@ impl Group {
                 // The leader's assignment is current: it need not reassign (KIP-345).
                 members: Vec::new(),
             };
-            return vec![Reply::Join(waiter, result)];
+            fenced.push(Reply::Join(waiter, result));
+            return fenced;
         }
         member.join_waiter = Some(waiter);
         self.members.insert(new_id, member);
-        let mut replies = Vec::new();
+        let mut replies = fenced;
         if self.state != GroupState::PreparingRebalance {
             replies.extend(self.prepare_rebalance(now));
         }
@@ -544,9 +594,15 @@ impl Group {
                 vec![Reply::Sync(waiter, self.sync_ok(assignment))]
             }
             GroupState::CompletingRebalance => {
-                member.sync_waiter = Some(waiter);
+                let mut replaced = Vec::new();
+                if let Some(old) = member.sync_waiter.replace(waiter) {
+                    replaced.push(Reply::Sync(
+                        old,
+                        sync_error(GroupError::RebalanceInProgress),
+                    ));
+                }
                 if self.leader.as_deref() != Some(member_id) {
-                    return Vec::new();
+                    return replaced;
                 }
                 let mut given: BTreeMap<String, Bytes> = assignments.into_iter().collect();
                 for m in self.members.values_mut() {
@@ -558,9 +614,11 @@ impl Group {
                     .values_mut()
                     .filter_map(|m| m.sync_waiter.take().map(|w| (w, m.assignment.clone())))
                     .collect();
-                ok.into_iter()
-                    .map(|(w, assignment)| Reply::Sync(w, self.sync_ok(assignment)))
-                    .collect()
+                replaced.extend(
+                    ok.into_iter()
+                        .map(|(w, assignment)| Reply::Sync(w, self.sync_ok(assignment))),
+                );
+                replaced
             }
         }
     }
@@ -624,6 +682,29 @@ impl Group {
             replies.extend(self.membership_changed(now));
         }
         (results, replies)
+    }
+
+    /// Checks a request that names a `group.instance.id`: a static member replaced by a
+    /// newer consumer with the same instance id is fenced (FENCED_INSTANCE_ID), as Kafka
+    /// answers, so that the old consumer stops instead of rejoining.
+    pub fn check_instance(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
+        let Some(instance) = instance_id else {
+            return Ok(());
+        };
+        match self.member_for_instance(instance) {
+            Some(current) if current != member_id => Err(GroupError::FencedInstanceId),
+            Some(_) => Ok(()),
+            None => Err(GroupError::UnknownMemberId),
+        }
+    }
+
+    /// No members and no member ids handed out: the coordinator may forget the group.
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.pending.is_empty()
     }
 
     /// Member id of the static member with `instance_id`, if any.

@@ -6,6 +6,7 @@ const LIMITS: GroupLimits = GroupLimits {
     min_session_timeout_ms: 1_000,
     max_session_timeout_ms: 60_000,
     initial_rebalance_delay_ms: 300,
+    max_size: 4,
 };
 
 fn args(member_id: &str, protocols: &[&str]) -> JoinArgs {
@@ -230,6 +231,53 @@ fn a_static_member_returns_without_a_rebalance() {
     assert_eq!(
         group.heartbeat(2_020, &old_a, 1),
         Err(GroupError::UnknownMemberId)
+    );
+    // The replaced consumer still names its instance id: it is fenced, not "unknown",
+    // so that it stops instead of rejoining (librdkafka 0102_static_group_rebalance).
+    assert_eq!(
+        group.check_instance(&old_a, Some("door-lock-1")),
+        Err(GroupError::FencedInstanceId)
+    );
+    assert_eq!(
+        group.check_instance(&again.member_id, Some("door-lock-1")),
+        Ok(())
+    );
+    let mut stale = args(&old_a, &["range"]);
+    stale.instance_id = Some("door-lock-1".to_string());
+    let replies = group.join(2_030, stale, 7);
+    assert_eq!(
+        join_result(&replies, 7).expect("answered").error,
+        Some(GroupError::FencedInstanceId)
+    );
+}
+
+#[test]
+fn a_join_that_replaces_a_waiting_join_answers_the_waiting_one() {
+    let mut group = Group::new("g", LIMITS);
+    let (a, replies) = first_join(&mut group, 0, 1, &["range"]);
+    assert!(replies.is_empty(), "parked until the initial delay passes");
+    // The same member joins again before the first join was answered.
+    let replies = group.join(50, args(&a, &["range"]), 2);
+    assert_eq!(
+        join_result(&replies, 1001)
+            .expect("the first join is answered")
+            .error,
+        Some(GroupError::RebalanceInProgress)
+    );
+    let replies = group.tick(400);
+    assert_eq!(join_result(&replies, 2).expect("second").error, None);
+}
+
+#[test]
+fn a_group_holds_at_most_max_size_members() {
+    let mut group = Group::new("g", LIMITS);
+    for w in 0..4 {
+        first_join(&mut group, 0, w, &["range"]);
+    }
+    let replies = group.join(0, args("", &["range"]), 99);
+    assert_eq!(
+        join_result(&replies, 99).expect("refused").error,
+        Some(GroupError::GroupMaxSizeReached)
     );
 }
 

@@ -59,6 +59,10 @@ pub fn group_error_code(e: crate::groups::state::GroupError) -> ResponseError {
         G::MemberIdRequired => ResponseError::MemberIdRequired,
         G::FencedInstanceId => ResponseError::FencedInstanceId,
         G::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        G::InvalidGroupId => ResponseError::InvalidGroupId,
+        G::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        G::InvalidRequest => ResponseError::InvalidRequest,
+        G::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
     }
 }
 

@@ -35,15 +35,13 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes temporaries left by a write that a crash interrupted.
-pub fn remove_stale_temporaries(dir: &Path) -> io::Result<()> {
+/// Removes temporaries of the checkpoints `names` left by writes a crash interrupted.
+pub fn remove_stale_temporaries(dir: &Path, names: &[&str]) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let is_temporary = [RECOVERY_POINT, LOG_START_OFFSET]
-            .iter()
-            .any(|c| name.starts_with(&format!("{c}.tmp")));
+        let is_temporary = names.iter().any(|c| name.starts_with(&format!("{c}.tmp")));
         if is_temporary {
             fs::remove_file(entry.path())?;
         }

@@ -155,7 +155,8 @@ impl Log {
                 checkpoint::sync_dir(parent).map_err(|e| LogError::io(parent, e))?;
             }
         }
-        checkpoint::remove_stale_temporaries(dir).map_err(|e| LogError::io(dir, e))?;
+        checkpoint::remove_stale_temporaries(dir, &[RECOVERY_POINT, LOG_START_OFFSET])
+            .map_err(|e| LogError::io(dir, e))?;
         let bases = segment_bases(dir).map_err(|e| LogError::io(dir, e))?;
         let recovery_point = checkpoint::read(dir, RECOVERY_POINT).unwrap_or(i64::MIN);
         let start_checkpoint = checkpoint::read(dir, LOG_START_OFFSET).unwrap_or(0);
@@ -328,6 +329,11 @@ impl Log {
 
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// The largest idempotent producer id with state in this log.
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.producers.max_producer_id()
     }
 
     /// Why appends are refused, if a sync failed since the log was opened.

@@ -142,6 +142,11 @@ impl ProducerStates {
     }
 
     /// Forgets batches at or past `offset` (the log was cut back there).
+    /// The largest producer id with state here (new ids are allocated above it).
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.producers.keys().max().copied()
+    }
+
     pub fn truncate(&mut self, offset: i64) {
         for producer in self.producers.values_mut() {
             producer.batches.retain(|b| b.last_offset < offset);

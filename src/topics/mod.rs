@@ -4,9 +4,9 @@
 
 pub mod config;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -146,6 +146,38 @@ pub struct Topics {
     root: PathBuf,
     defaults: Defaults,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Names of topics being created (their files are written without the registry lock).
+    creating: Mutex<BTreeSet<String>>,
+}
+
+/// A name reserved while its topic is created; released when dropped.
+struct Reservation<'a> {
+    topics: &'a Topics,
+    name: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.topics
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
+}
+
+/// tern's own topics (`__consumer_offsets`): clients may read them, never write them.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+fn refuse_internal(name: &str) -> Result<(), TopicError> {
+    if is_internal(name) {
+        return Err(TopicError::InvalidName(format!(
+            "{name} is an internal topic managed by tern"
+        )));
+    }
+    Ok(())
 }
 
 impl Topics {
@@ -157,6 +189,7 @@ impl Topics {
             root: root.clone(),
             defaults,
             topics: RwLock::new(BTreeMap::new()),
+            creating: Mutex::new(BTreeSet::new()),
         };
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&root).map_err(|e| io_err(&root, e))? {
@@ -263,35 +296,92 @@ impl Topics {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::InvalidName(format!(
+                "{name} (names starting with `__` are reserved for tern's internal topics)"
+            )));
+        }
+        self.create_unchecked(name, partitions, configs)
+    }
+
+    /// Creates one of tern's internal topics (`__consumer_offsets`): one partition, kept
+    /// until tern itself removes records, stored exactly as written.
+    pub fn create_internal(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        let configs = [
+            ("compression.type", "producer"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+            ("segment.bytes", "8388608"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        self.create_unchecked(name, 1, configs)
+    }
+
+    /// Creates the topic's files without holding the registry lock (the fsyncs of a
+    /// topic with many partitions must not stall every other request): the name is
+    /// reserved first, so a concurrent create of the same name fails cleanly.
+    fn create_unchecked(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
         self.check_create(name, partitions, &configs)?;
-        let mut topics = self.write();
-        if topics.contains_key(name) {
-            return Err(TopicError::AlreadyExists(name.to_string()));
-        }
+        let _reservation = self.reserve(name)?;
         let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let log_config = self.defaults.log_config(&configs);
-        let now = log::now_ms();
-        let mut logs = Vec::new();
-        for p in 0..partitions {
-            let (log, _) = Log::open(&dir.join(p.to_string()), log_config.clone(), now)?;
-            logs.push(Arc::new(Partition::new(name, p, log)));
-        }
-        let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            dir,
-            overrides: RwLock::new(configs),
-            partitions: RwLock::new(logs),
-        });
-        topic.save()?;
-        checkpoint::sync_dir(&self.root).map_err(|e| io_err(&self.root, e))?;
-        topics.insert(name.to_string(), Arc::clone(&topic));
+        let created = (|| {
+            if dir.exists() {
+                // Left by a creation that crashed before its topic.toml was written.
+                std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            let log_config = self.defaults.log_config(&configs);
+            let now = log::now_ms();
+            let mut logs = Vec::new();
+            for p in 0..partitions {
+                let (log, _) = Log::open(&dir.join(p.to_string()), log_config.clone(), now)?;
+                logs.push(Arc::new(Partition::new(name, p, log)));
+            }
+            let topic = Arc::new(Topic {
+                name: name.to_string(),
+                id: Uuid::new_v4(),
+                dir: dir.clone(),
+                overrides: RwLock::new(configs),
+                partitions: RwLock::new(logs),
+            });
+            topic.save()?;
+            checkpoint::sync_dir(&self.root).map_err(|e| io_err(&self.root, e))?;
+            Ok::<_, TopicError>(topic)
+        })();
+        let topic = match created {
+            Ok(topic) => topic,
+            Err(e) => {
+                // Nothing was announced yet: remove what was written.
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        self.write().insert(name.to_string(), Arc::clone(&topic));
         info!(topic = name, partitions, "topic created");
         Ok(topic)
     }
 
+    /// Reserves a topic name for a creation in progress.
+    fn reserve(&self, name: &str) -> Result<Reservation<'_>, TopicError> {
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if self.read().contains_key(name) || !creating.insert(name.to_string()) {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        Ok(Reservation {
+            topics: self,
+            name: name.to_string(),
+        })
+    }
+
     pub fn delete(&self, name: &str) -> Result<(), TopicError> {
+        refuse_internal(name)?;
         let topic = self
             .write()
             .remove(name)
@@ -309,6 +399,7 @@ impl Topics {
 
     /// CreatePartitions: grows a topic to `total` partitions.
     pub fn grow(&self, name: &str, total: i32, validate_only: bool) -> Result<(), TopicError> {
+        refuse_internal(name)?;
         let topic = self
             .get(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
@@ -347,6 +438,7 @@ impl Topics {
         edit: impl FnOnce(&mut BTreeMap<String, String>),
         validate_only: bool,
     ) -> Result<(), TopicError> {
+        refuse_internal(name)?;
         let topic = self
             .get(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;

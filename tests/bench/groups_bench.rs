@@ -158,13 +158,13 @@ async fn commit_rate(tern: &TernProcess, connections: usize, seconds: u64) -> Re
     }
     let (commits0, flushes0) = (
         metric(&tern.http, "tern_offset_commits_total")?,
-        metric(&tern.http, "tern_offset_store_flushes_total")?,
+        metric(&tern.http, "tern_fsync_partitions_total")?,
     );
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let (commits1, flushes1) = (
         metric(&tern.http, "tern_offset_commits_total")?,
-        metric(&tern.http, "tern_offset_store_flushes_total")?,
+        metric(&tern.http, "tern_fsync_partitions_total")?,
     );
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -174,7 +174,7 @@ async fn commit_rate(tern: &TernProcess, connections: usize, seconds: u64) -> Re
     let commits = commits1 - commits0;
     let flushes = flushes1 - flushes0;
     println!(
-        "offset commits: {connections} connections, {:.0} commits/s, {:.0} fsyncs/s = {:.2} fsyncs per 10 ms, {:.1} commits per fsync",
+        "offset commits: {connections} connections, {:.0} commits/s, {:.0} partition fsyncs/s = {:.2} per 10 ms, {:.1} commits per fsync",
         commits / elapsed,
         flushes / elapsed,
         flushes / elapsed / 100.0,

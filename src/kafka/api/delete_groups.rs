@@ -1,4 +1,5 @@
-//! DeleteGroups: removes an empty group and its committed offsets.
+//! DeleteGroups: removes an empty group and its committed offsets (tombstones in
+//! `__consumer_offsets`, answered once durable).
 
 use std::sync::Arc;
 
@@ -6,33 +7,46 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kafka_protocol::ResponseError;
 
+use super::Reply;
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let results = request
-        .groups_names
-        .iter()
-        .map(|id| {
-            let store = broker.groups.offsets.store();
-            let known = broker.groups.describe(&id.0).is_some()
-                || store.get(&id.0).map(|o| !o.is_empty()).unwrap_or(false);
-            let code = if !known {
-                ResponseError::GroupIdNotFound.code()
-            } else if !broker.groups.remove_if_empty(&id.0) {
-                ResponseError::NonEmptyGroup.code()
-            } else if store
-                .delete_group(&id.0)
-                .and_then(|_| store.flush())
-                .is_err()
-            {
-                ResponseError::KafkaStorageError.code()
-            } else {
-                0
-            };
+pub fn handle(broker: &Arc<Broker>, request: DeleteGroupsRequest, version: i16) -> Reply {
+    let offsets = &broker.groups.offsets;
+    let mut results = Vec::new();
+    let mut pending = Vec::new();
+    for id in &request.groups_names {
+        let known = broker.groups.describe(&id.0).is_some() || offsets.has_offsets(&id.0);
+        let code = if !crate::groups::valid_group_id(&id.0) {
+            ResponseError::InvalidGroupId.code()
+        } else if !known {
+            ResponseError::GroupIdNotFound.code()
+        } else if !broker.groups.remove_if_empty(&id.0) {
+            ResponseError::NonEmptyGroup.code()
+        } else {
+            match offsets.delete_group(&id.0) {
+                Ok(p) => {
+                    pending.push((results.len(), p));
+                    0
+                }
+                Err(e) => {
+                    tracing::error!(group = %id.0, error = %e, "cannot delete committed offsets");
+                    ResponseError::KafkaStorageError.code()
+                }
+            }
+        };
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(id.clone())
-                .with_error_code(code)
-        })
-        .collect();
-    DeleteGroupsResponse::default().with_results(results)
+                .with_error_code(code),
+        );
+    }
+    Reply::later(version, async move {
+        for (i, p) in pending {
+            if let Err(e) = p.durable().await {
+                tracing::error!(error = %e, "group deletion not durable");
+                results[i].error_code = ResponseError::KafkaStorageError.code();
+            }
+        }
+        DeleteGroupsResponse::default().with_results(results)
+    })
 }

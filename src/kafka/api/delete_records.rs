@@ -24,6 +24,9 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if crate::topics::is_internal(&t.name.0) {
+                        return result.with_error_code(ResponseError::InvalidTopicException.code());
+                    }
                     match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                         None => {
                             result.with_error_code(ResponseError::UnknownTopicOrPartition.code())

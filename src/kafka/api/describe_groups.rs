@@ -42,13 +42,7 @@ pub fn handle(
                             .collect(),
                     ),
                 None => {
-                    let has_offsets = broker
-                        .groups
-                        .offsets
-                        .store()
-                        .get(&id.0)
-                        .map(|o| !o.is_empty())
-                        .unwrap_or(false);
+                    let has_offsets = broker.groups.offsets.has_offsets(&id.0);
                     described
                         .with_group_state(str_bytes(if has_offsets { "Empty" } else { "Dead" }))
                         .with_protocol_type(str_bytes(if has_offsets { "consumer" } else { "" }))

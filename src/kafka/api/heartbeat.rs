@@ -11,6 +11,7 @@ pub fn handle(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatRespo
     let result = broker.groups.heartbeat(
         &request.group_id.0,
         &request.member_id,
+        request.group_instance_id.as_deref(),
         request.generation_id,
     );
     HeartbeatResponse::default().with_error_code(group_result_code(result))

@@ -17,31 +17,32 @@ pub fn handle(
     client_id: String,
     client_host: String,
 ) -> Reply {
-    let groups = Arc::clone(&broker.groups);
+    let session = request.session_timeout_ms.max(0) as u64;
+    // v0 has no rebalance timeout: the session timeout serves for both.
+    let rebalance = if version >= 1 {
+        request.rebalance_timeout_ms.max(0) as u64
+    } else {
+        session
+    };
+    let args = JoinArgs {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id,
+        client_host,
+        session_timeout_ms: session,
+        rebalance_timeout_ms: rebalance,
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    // Takes effect now, in request order; the answer comes when the rebalance completes.
+    let result = broker.groups.join(&request.group_id.0, args);
     Reply::later(version, async move {
-        let session = request.session_timeout_ms.max(0) as u64;
-        // v0 has no rebalance timeout: the session timeout serves for both.
-        let rebalance = if version >= 1 {
-            request.rebalance_timeout_ms.max(0) as u64
-        } else {
-            session
-        };
-        let args = JoinArgs {
-            member_id: request.member_id.to_string(),
-            instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
-            client_id,
-            client_host,
-            session_timeout_ms: session,
-            rebalance_timeout_ms: rebalance,
-            protocol_type: request.protocol_type.to_string(),
-            protocols: request
-                .protocols
-                .iter()
-                .map(|p| (p.name.to_string(), p.metadata.clone()))
-                .collect(),
-            require_known_member_id: version >= 4,
-        };
-        let result = groups.join(&request.group_id.0, args).await;
+        let result = result.await;
         let mut response = JoinGroupResponse::default()
             .with_error_code(
                 result

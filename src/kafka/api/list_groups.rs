@@ -15,7 +15,7 @@ pub fn handle(
     version: i16,
 ) -> ListGroupsResponse {
     let mut groups: BTreeMap<String, (String, &'static str)> = BTreeMap::new();
-    for id in broker.groups.offsets.store().groups().unwrap_or_default() {
+    for id in broker.groups.offsets.groups() {
         groups.insert(id, ("consumer".to_string(), "Empty"));
     }
     for id in broker.groups.active_groups() {

@@ -98,6 +98,7 @@ fn describe(topic: &Topic, node: i32) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
+        .with_is_internal(crate::topics::is_internal(&topic.name))
         .with_topic_id(topic.id)
         .with_partitions(partitions)
 }

@@ -192,10 +192,7 @@ pub fn dispatch(
             let _: m::DescribeClusterRequest = decode(api, version, body)?;
             Reply::now(describe_cluster::handle(broker), version)
         }
-        ApiKey::OffsetDelete => Reply::now(
-            offset_delete::handle(broker, decode(api, version, body)?),
-            version,
-        ),
+        ApiKey::OffsetDelete => offset_delete::handle(broker, decode(api, version, body)?, version),
         ApiKey::InitProducerId => Reply::now(
             init_producer_id::handle(broker, decode(api, version, body)?),
             version,
@@ -233,10 +230,7 @@ pub fn dispatch(
             describe_groups::handle(broker, decode(api, version, body)?, version),
             version,
         ),
-        ApiKey::DeleteGroups => Reply::now(
-            delete_groups::handle(broker, decode(api, version, body)?),
-            version,
-        ),
+        ApiKey::DeleteGroups => delete_groups::handle(broker, decode(api, version, body)?, version),
         other => {
             return Err(RequestError::Malformed {
                 api: other,

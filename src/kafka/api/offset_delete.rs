@@ -1,4 +1,5 @@
-//! OffsetDelete: removes committed offsets of a group that is not consuming right now.
+//! OffsetDelete: removes committed offsets of a group that is not consuming right now
+//! (tombstones in `__consumer_offsets`, answered once durable).
 
 use std::sync::Arc;
 
@@ -8,16 +9,23 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafka_protocol::ResponseError;
 
+use super::Reply;
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub fn handle(broker: &Arc<Broker>, request: OffsetDeleteRequest, version: i16) -> Reply {
     let group = request.group_id.0.to_string();
-    let store = broker.groups.offsets.store();
-    let known = broker.groups.describe(&group).is_some()
-        || store.get(&group).map(|o| !o.is_empty()).unwrap_or(false);
-    if !known {
-        return OffsetDeleteResponse::default()
-            .with_error_code(ResponseError::GroupIdNotFound.code());
+    let offsets = &broker.groups.offsets;
+    let known = broker.groups.describe(&group).is_some() || offsets.has_offsets(&group);
+    if !crate::groups::valid_group_id(&group) || !known {
+        let code = if known {
+            ResponseError::InvalidGroupId
+        } else {
+            ResponseError::GroupIdNotFound
+        };
+        return Reply::now(
+            OffsetDeleteResponse::default().with_error_code(code.code()),
+            version,
+        );
     }
     // Members may be consuming these partitions: deleting their offsets under them would
     // make them restart from auto.offset.reset.
@@ -25,7 +33,8 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDelet
         .groups
         .describe(&group)
         .is_some_and(|g| !g.members.is_empty());
-    let topics = request
+    let mut doomed = Vec::new();
+    let topics: Vec<OffsetDeleteResponseTopic> = request
         .topics
         .iter()
         .map(|t| {
@@ -35,9 +44,8 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDelet
                 .map(|p| {
                     let code = if active {
                         ResponseError::GroupSubscribedToTopic.code()
-                    } else if store.delete(&group, &t.name.0, p.partition_index).is_err() {
-                        ResponseError::KafkaStorageError.code()
                     } else {
+                        doomed.push((t.name.0.to_string(), p.partition_index));
                         0
                     };
                     OffsetDeleteResponsePartition::default()
@@ -50,10 +58,17 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDelet
                 .with_partitions(partitions)
         })
         .collect();
-    if let Err(e) = store.flush() {
-        tracing::error!(%group, error = %e, "offset deletion not durable");
-        return OffsetDeleteResponse::default()
-            .with_error_code(ResponseError::KafkaStorageError.code());
-    }
-    OffsetDeleteResponse::default().with_topics(topics)
+    let pending = offsets.delete(&group, &doomed);
+    Reply::later(version, async move {
+        let outcome = match pending {
+            Ok(p) => p.durable().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(%group, error = %e, "offset deletion not durable");
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::KafkaStorageError.code());
+        }
+        OffsetDeleteResponse::default().with_topics(topics)
+    })
 }

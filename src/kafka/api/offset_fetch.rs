@@ -16,17 +16,14 @@ pub fn handle(
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
-    let committed = match broker.groups.offsets.store().get(&request.group_id.0) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read committed offsets");
-            let mut r = OffsetFetchResponse::default();
-            if version >= 2 {
-                r.error_code = ResponseError::KafkaStorageError.code();
-            }
-            return r;
+    if !crate::groups::valid_group_id(&request.group_id.0) {
+        let mut r = OffsetFetchResponse::default();
+        if version >= 2 {
+            r.error_code = ResponseError::InvalidGroupId.code();
         }
-    };
+        return r;
+    }
+    let committed = broker.groups.offsets.get(&request.group_id.0);
     let lookup = |topic: &str, partition: i32| {
         committed
             .iter()

@@ -58,6 +58,10 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
         let name = topic_data.name.0.to_string();
         let topic = if reject_all.is_some() {
             Ok(None)
+        } else if crate::topics::is_internal(&name) {
+            Err(crate::topics::TopicError::InvalidName(format!(
+                "{name} is an internal topic: clients may read it, only tern writes it"
+            )))
         } else {
             broker.topic_or_auto_create(&name)
         };

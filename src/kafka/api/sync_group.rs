@@ -9,21 +9,21 @@ use crate::broker::Broker;
 use crate::kafka::errors::group_error_code;
 
 pub fn handle(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
-    let groups = Arc::clone(&broker.groups);
+    let assignments = request
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    // Takes effect now, in request order; the answer may wait for the leader.
+    let result = broker.groups.sync(
+        &request.group_id.0,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+        request.generation_id,
+        assignments,
+    );
     Reply::later(version, async move {
-        let assignments = request
-            .assignments
-            .iter()
-            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
-            .collect();
-        let result = groups
-            .sync(
-                &request.group_id.0,
-                &request.member_id,
-                request.generation_id,
-                assignments,
-            )
-            .await;
+        let result = result.await;
         let mut response = SyncGroupResponse::default()
             .with_error_code(
                 result
