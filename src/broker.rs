@@ -32,6 +32,9 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     pub groups: Arc<Coordinator>,
     pub producer_ids: ProducerIds,
+    /// Memory for Fetch responses being prepared or queued, in KiB permits
+    /// (`kafka.max_queued_response_bytes`).
+    pub response_budget: Arc<tokio::sync::Semaphore>,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -113,8 +116,12 @@ impl Broker {
         } else {
             config.kafka.advertised_port
         } as i32;
+        let response_budget = Arc::new(tokio::sync::Semaphore::new(
+            (config.kafka.max_queued_response_bytes / 1024).max(1024) as usize,
+        ));
         Ok((
             Arc::new(Broker {
+                response_budget,
                 config,
                 topics,
                 group_commit,
@@ -144,11 +151,15 @@ impl Broker {
         if !self.config.kafka.auto_create_topics {
             return Ok(None);
         }
-        match self.topics.create(
-            name,
-            self.config.kafka.default_partitions,
-            Default::default(),
-        ) {
+        // Creating a topic writes and fsyncs files: keep other tasks off this worker.
+        let created = tokio::task::block_in_place(|| {
+            self.topics.create(
+                name,
+                self.config.kafka.default_partitions,
+                Default::default(),
+            )
+        });
+        match created {
             Ok(topic) => Ok(Some(topic)),
             Err(TopicError::AlreadyExists(_)) => Ok(self.topics.get(name)),
             Err(e) => Err(e),

@@ -99,6 +99,7 @@ pub struct KafkaSection {
     pub max_connections: usize,
     pub max_in_flight_requests: usize,
     pub max_fetch_bytes: u32,
+    pub max_queued_response_bytes: u64,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
 }
@@ -137,6 +138,7 @@ impl Default for KafkaSection {
             max_connections: 1024,
             max_in_flight_requests: 64,
             max_fetch_bytes: 50 * 1024 * 1024,
+            max_queued_response_bytes: 64 * 1024 * 1024,
             auto_create_topics: true,
             default_partitions: 1,
         }
@@ -215,6 +217,12 @@ impl Config {
             return Err(invalid(
                 "groups.min_session_timeout_ms",
                 "must not exceed groups.max_session_timeout_ms",
+            ));
+        }
+        if self.kafka.max_queued_response_bytes < 1 << 20 {
+            return Err(invalid(
+                "kafka.max_queued_response_bytes",
+                "must be >= 1048576",
             ));
         }
         if self.groups.max_groups == 0 {

@@ -123,6 +123,7 @@ async fn read_requests(
     shutdown: &CancellationToken,
 ) -> Result<(), Option<String>> {
     let max = broker.config.kafka.max_request_bytes;
+    let fetch_slot = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -165,6 +166,7 @@ async fn read_requests(
                 .map_err(|e| Some(format!("malformed request header: {e}")))?;
         let response_header = response_header(header.correlation_id, api, version).map_err(Some)?;
         let context = api::RequestContext {
+            fetch_slot: Arc::clone(&fetch_slot),
             client_id: header
                 .client_id
                 .as_ref()
@@ -231,7 +233,7 @@ async fn write_responses(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing
                 (header, body)
             }
         };
-        let body = match body {
+        let api::Encoded { bytes: body, hold } = match body {
             Ok(body) => body,
             Err(why) => {
                 warn!(reason = %why, "cannot answer a request; closing the connection");
@@ -249,6 +251,8 @@ async fn write_responses(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing
             Ok::<(), std::io::Error>(())
         }
         .await;
+        // The response left tern's memory budget (it sits in the socket buffer now).
+        drop(hold);
         if let Err(e) = written {
             info!(error = %e, "client went away before its response was written");
             return;

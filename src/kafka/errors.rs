@@ -12,6 +12,7 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         }
         LogError::Corrupt(_) => ResponseError::CorruptMessage,
         LogError::InvalidRecords(_) => ResponseError::InvalidRecord,
+        LogError::NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::ShuttingDown => ResponseError::NotLeaderOrFollower,

@@ -30,6 +30,7 @@ const OFF_RECORD_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const CONTROL_FLAG: i16 = 0x20;
+const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
 
 /// Compression codecs as numbered in the batch attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +218,16 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     Ok(header)
+}
+
+/// Kafka's LogAppendTime: sets the timestamp-type attribute and the batch's max timestamp
+/// to `now_ms`, and recomputes the CRC (both lie inside it).
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let attributes = be_i16(batch, OFF_ATTRIBUTES) | TIMESTAMP_TYPE_FLAG;
+    batch[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Stamps the offset the log assigns; the CRC stays valid because it does not cover it.

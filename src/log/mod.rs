@@ -45,6 +45,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     pub compression: CompressionPolicy,
     pub max_message_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`: batches are stamped with the append time.
+    pub log_append_time: bool,
+    /// `min.insync.replicas`: above 1, acks=all produces are refused (one replica here).
+    pub min_insync_replicas: i32,
 }
 
 impl Default for LogConfig {
@@ -57,6 +61,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             compression: CompressionPolicy::Lz4,
             max_message_bytes: 1_048_588,
+            log_append_time: false,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -72,6 +78,10 @@ pub enum LogError {
     },
     #[error("invalid record batch: {0}")]
     Corrupt(#[from] batch::BatchError),
+    #[error(
+        "min.insync.replicas is {0}, and tern is a single replica: acks=all cannot be satisfied"
+    )]
+    NotEnoughReplicas(i32),
     #[error("records refused: {0}")]
     InvalidRecords(String),
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]

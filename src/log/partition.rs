@@ -352,7 +352,7 @@ impl Log {
         batches: &[(BatchHeader, &[u8])],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        let prepared = prepare(batches, &self.config)?;
+        let prepared = prepare(batches, &self.config, now_ms)?;
         self.append_prepared(&prepared, now_ms)
     }
 
@@ -822,6 +822,7 @@ impl Log {
 pub fn prepare<'a>(
     batches: &[(BatchHeader, &'a [u8])],
     config: &LogConfig,
+    now_ms: i64,
 ) -> Result<Vec<PreparedBatch<'a>>, LogError> {
     let mut out = Vec::with_capacity(batches.len());
     for (header, bytes) in batches {
@@ -852,16 +853,22 @@ pub fn prepare<'a>(
                 keep.then_some(out)
             }
         };
-        match rewritten {
+        let mut stored = match rewritten {
             Some(c) => {
                 if c.len() > config.max_message_bytes {
                     return Err(too_large(c.len()));
                 }
-                let header = BatchHeader::parse(&c)?;
-                out.push((header, Cow::Owned(c)));
+                Cow::Owned(c)
             }
-            None => out.push((*header, Cow::Borrowed(*bytes))),
+            None => Cow::Borrowed(*bytes),
+        };
+        if config.log_append_time && !header.is_control() {
+            // Kafka's LogAppendTime: the batch carries the broker's clock (its max
+            // timestamp and the timestamp-type attribute); consumers use it for every record.
+            batch::set_log_append_time(stored.to_mut(), now_ms);
         }
+        let header = BatchHeader::parse(&stored)?;
+        out.push((header, stored));
     }
     Ok(out)
 }
@@ -927,7 +934,7 @@ impl Partition {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let config = self.lock().config().clone();
-        let prepared = prepare(batches, &config)?;
+        let prepared = prepare(batches, &config, now_ms)?;
         self.lock().append_prepared(&prepared, now_ms)
     }
 

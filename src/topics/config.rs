@@ -24,12 +24,37 @@ pub enum ConfigError {
     },
 }
 
-/// One supported topic config key.
+/// Kafka's ConfigType numbering (DescribeConfigs v3+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One Kafka topic config key as tern handles it.
 pub struct ConfigKey {
     pub name: &'static str,
     pub default: &'static str,
+    pub kind: ConfigType,
     pub doc: &'static str,
+    /// `None`: tern applies the key. `Some(why)`: accepted, stored and described so that
+    /// Kafka tooling works, but without effect in tern, for the reason given.
+    pub inert: Option<&'static str>,
     validate: fn(&str) -> Result<(), String>,
+}
+
+impl ConfigKey {
+    /// The documentation DescribeConfigs returns, with what tern does with the key.
+    pub fn documentation(&self) -> String {
+        match self.inert {
+            None => self.doc.to_string(),
+            Some(why) => format!("{} (accepted; no effect in tern: {why})", self.doc),
+        }
+    }
 }
 
 fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
@@ -43,6 +68,12 @@ fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
 fn v_retention(v: &str) -> Result<(), String> {
     long_at_least(-1)(v)
 }
+fn v_local_retention(v: &str) -> Result<(), String> {
+    long_at_least(-2)(v)
+}
+fn v_non_negative_long(v: &str) -> Result<(), String> {
+    long_at_least(0)(v)
+}
 fn v_positive_long(v: &str) -> Result<(), String> {
     long_at_least(1)(v)
 }
@@ -54,11 +85,34 @@ fn v_non_negative_int(v: &str) -> Result<(), String> {
     long_at_least(0)(v)?;
     long_at_most(v, i32::MAX as i64)
 }
+fn v_positive_int(v: &str) -> Result<(), String> {
+    long_at_least(1)(v)?;
+    long_at_most(v, i32::MAX as i64)
+}
+fn v_int(v: &str) -> Result<(), String> {
+    long_at_least(i32::MIN as i64)(v)?;
+    long_at_most(v, i32::MAX as i64)
+}
 fn long_at_most(v: &str, max: i64) -> Result<(), String> {
     match v.trim().parse::<i64>() {
         Ok(n) if n <= max => Ok(()),
         _ => Err(format!("must be <= {max}")),
     }
+}
+fn v_bool(v: &str) -> Result<(), String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "false" => Ok(()),
+        _ => Err("expected true or false".to_string()),
+    }
+}
+fn v_ratio(v: &str) -> Result<(), String> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+        _ => Err("expected a number between 0 and 1".to_string()),
+    }
+}
+fn v_any(_: &str) -> Result<(), String> {
+    Ok(())
 }
 fn v_compression(v: &str) -> Result<(), String> {
     match v {
@@ -67,95 +121,194 @@ fn v_compression(v: &str) -> Result<(), String> {
     }
 }
 fn v_cleanup(v: &str) -> Result<(), String> {
-    match v {
-        "delete" => Ok(()),
-        "compact" | "compact,delete" | "delete,compact" => {
-            Err("log compaction is not implemented yet; use `delete`".to_string())
-        }
-        _ => Err("expected `delete`".to_string()),
+    let items: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect();
+    if items.iter().any(|i| *i == "compact") {
+        return Err("log compaction is not implemented yet; use `delete`".to_string());
+    }
+    if items.iter().all(|i| *i == "delete") {
+        Ok(())
+    } else {
+        Err("expected `delete`".to_string())
     }
 }
 fn v_timestamp_type(v: &str) -> Result<(), String> {
     match v {
-        "CreateTime" => Ok(()),
-        "LogAppendTime" => {
-            Err("tern keeps producer timestamps; only `CreateTime` is supported".to_string())
-        }
-        _ => Err("expected `CreateTime`".to_string()),
+        "CreateTime" | "LogAppendTime" => Ok(()),
+        _ => Err("expected CreateTime or LogAppendTime".to_string()),
     }
 }
 fn v_min_isr(v: &str) -> Result<(), String> {
-    match v.trim() {
-        "1" => Ok(()),
-        _ => Err("a single-node broker has exactly one in-sync replica; use 1".to_string()),
-    }
+    v_positive_int(v)
 }
 
-/// Every topic config tern understands, with Kafka's defaults adapted to an SD card.
+const SINGLE_NODE: &str = "tern is a single node without replication";
+const NO_COMPACTION: &str = "log compaction is not implemented yet";
+const ALWAYS_FSYNCED: &str = "tern fsyncs every acknowledged write before answering";
+const NO_TIERED: &str = "tern has no tiered storage";
+
+macro_rules! key {
+    ($name:expr, $default:expr, $kind:ident, $validate:expr, $doc:expr) => {
+        ConfigKey {
+            name: $name,
+            default: $default,
+            kind: ConfigType::$kind,
+            doc: $doc,
+            inert: None,
+            validate: $validate,
+        }
+    };
+    ($name:expr, $default:expr, $kind:ident, $validate:expr, $doc:expr, inert: $why:expr) => {
+        ConfigKey {
+            name: $name,
+            default: $default,
+            kind: ConfigType::$kind,
+            doc: $doc,
+            inert: Some($why),
+            validate: $validate,
+        }
+    };
+}
+
+/// Every Kafka topic config (Kafka 3.9 names), with Kafka's defaults adapted to an SD
+/// card where tern applies the key. Keys tern does not act on are accepted and reported
+/// (Kafka tools set them routinely) and say so in their documentation.
 pub static KEYS: &[ConfigKey] = &[
-    ConfigKey {
-        name: "cleanup.policy",
-        default: "delete",
-        doc: "delete: old segments are removed by retention",
-        validate: v_cleanup,
-    },
-    ConfigKey {
-        name: "compression.type",
-        default: "lz4",
-        doc: "lz4 (tern's default): uncompressed batches are lz4-compressed on append, \
-              compressed ones kept as sent; producer: stored as sent; gzip, snappy, zstd, \
-              uncompressed: every batch is stored in that codec (recompressed on append, as \
-              in Kafka)",
-        validate: v_compression,
-    },
-    ConfigKey {
-        name: "retention.ms",
-        default: "604800000",
-        doc: "delete sealed segments whose newest record is older than this (-1: never)",
-        validate: v_retention,
-    },
-    ConfigKey {
-        name: "retention.bytes",
-        default: "-1",
-        doc: "per-partition size limit; oldest sealed segments go first (-1: none)",
-        validate: v_retention,
-    },
-    ConfigKey {
-        name: "segment.bytes",
-        default: "67108864",
-        doc: "roll to a new segment at this size",
-        validate: v_segment_bytes,
-    },
-    ConfigKey {
-        name: "segment.ms",
-        default: "604800000",
-        doc: "roll to a new segment after this long",
-        validate: v_positive_long,
-    },
-    ConfigKey {
-        name: "max.message.bytes",
-        default: "1048588",
-        doc: "largest record batch accepted",
-        validate: v_non_negative_int,
-    },
-    ConfigKey {
-        name: "index.interval.bytes",
-        default: "4096",
-        doc: "bytes between offset-index entries",
-        validate: v_non_negative_int,
-    },
-    ConfigKey {
-        name: "message.timestamp.type",
-        default: "CreateTime",
-        doc: "records keep the producer's timestamp",
-        validate: v_timestamp_type,
-    },
-    ConfigKey {
-        name: "min.insync.replicas",
-        default: "1",
-        doc: "single node: always 1",
-        validate: v_min_isr,
-    },
+    key!(
+        "cleanup.policy",
+        "delete",
+        List,
+        v_cleanup,
+        "delete: old segments are removed by retention (compact is not implemented yet)"
+    ),
+    key!(
+        "compression.type",
+        "lz4",
+        String,
+        v_compression,
+        "lz4 (tern's default): uncompressed batches are lz4-compressed on append, compressed \
+         ones kept as sent; producer: stored as sent; gzip, snappy, zstd, uncompressed: \
+         every batch is stored in that codec (recompressed on append, as in Kafka)"
+    ),
+    key!("compression.gzip.level", "-1", Int, v_int, "gzip level when tern compresses",
+        inert: "tern compresses gzip at the default level"),
+    key!("compression.lz4.level", "9", Int, v_int, "lz4 level when tern compresses",
+        inert: "tern's lz4 encoder has one level"),
+    key!("compression.zstd.level", "3", Int, v_int, "zstd level when tern compresses",
+        inert: "tern's zstd encoder has one level (fastest)"),
+    key!("delete.retention.ms", "86400000", Long, v_non_negative_long,
+        "how long tombstones are kept in compacted topics", inert: NO_COMPACTION),
+    key!("file.delete.delay.ms", "60000", Long, v_non_negative_long,
+        "delay before a deleted segment's file is removed",
+        inert: "tern removes segment files at once (readers hold open handles)"),
+    key!("flush.messages", "9223372036854775807", Long, v_positive_long,
+        "fsync after this many messages", inert: ALWAYS_FSYNCED),
+    key!("flush.ms", "9223372036854775807", Long, v_non_negative_long,
+        "fsync after this long", inert: ALWAYS_FSYNCED),
+    key!("follower.replication.throttled.replicas", "", List, v_any,
+        "replicas throttled as followers", inert: SINGLE_NODE),
+    key!(
+        "index.interval.bytes",
+        "4096",
+        Int,
+        v_non_negative_int,
+        "bytes between offset-index entries"
+    ),
+    key!("leader.replication.throttled.replicas", "", List, v_any,
+        "replicas throttled as leaders", inert: SINGLE_NODE),
+    key!("local.retention.bytes", "-2", Long, v_local_retention,
+        "local retention with tiered storage", inert: NO_TIERED),
+    key!("local.retention.ms", "-2", Long, v_local_retention,
+        "local retention with tiered storage", inert: NO_TIERED),
+    key!("max.compaction.lag.ms", "9223372036854775807", Long, v_positive_long,
+        "longest a record stays uncompacted", inert: NO_COMPACTION),
+    key!(
+        "max.message.bytes",
+        "1048588",
+        Int,
+        v_non_negative_int,
+        "largest record batch accepted"
+    ),
+    key!("message.downconversion.enable", "true", Boolean, v_bool,
+        "down-convert batches for old consumers",
+        inert: "tern serves record batch v2 only (Kafka 0.11+ clients)"),
+    key!("message.format.version", "3.0-IV1", String, v_any,
+        "message format version", inert: "tern stores record batch v2 only"),
+    key!("message.timestamp.after.max.ms", "9223372036854775807", Long, v_non_negative_long,
+        "largest allowed timestamp lead over the broker clock",
+        inert: "gateway clocks are often wrong; tern accepts every timestamp"),
+    key!("message.timestamp.before.max.ms", "9223372036854775807", Long, v_non_negative_long,
+        "largest allowed timestamp lag behind the broker clock",
+        inert: "gateway clocks are often wrong; tern accepts every timestamp"),
+    key!("message.timestamp.difference.max.ms", "9223372036854775807", Long,
+        v_non_negative_long, "largest allowed timestamp difference",
+        inert: "gateway clocks are often wrong; tern accepts every timestamp"),
+    key!(
+        "message.timestamp.type",
+        "CreateTime",
+        String,
+        v_timestamp_type,
+        "CreateTime: records keep the producer's timestamp; LogAppendTime: the broker's \
+         clock at append"
+    ),
+    key!("min.cleanable.dirty.ratio", "0.5", Double, v_ratio,
+        "dirty ratio that triggers compaction", inert: NO_COMPACTION),
+    key!("min.compaction.lag.ms", "0", Long, v_non_negative_long,
+        "shortest time a record stays uncompacted", inert: NO_COMPACTION),
+    key!(
+        "min.insync.replicas",
+        "1",
+        Int,
+        v_min_isr,
+        "replicas that must hold a write for acks=all; tern is one replica, so a value \
+         above 1 refuses acks=all produces with NOT_ENOUGH_REPLICAS, as Kafka would"
+    ),
+    key!("preallocate", "false", Boolean, v_bool, "preallocate segment files",
+        inert: "tern grows segment files as it writes"),
+    key!("remote.log.copy.disable", "false", Boolean, v_bool,
+        "stop copying to tiered storage", inert: NO_TIERED),
+    key!("remote.log.delete.on.disable", "false", Boolean, v_bool,
+        "delete tiered data when disabled", inert: NO_TIERED),
+    key!("remote.storage.enable", "false", Boolean, v_bool, "tiered storage",
+        inert: NO_TIERED),
+    key!(
+        "retention.bytes",
+        "-1",
+        Long,
+        v_retention,
+        "per-partition size limit; oldest sealed segments go first (-1: none)"
+    ),
+    key!(
+        "retention.ms",
+        "604800000",
+        Long,
+        v_retention,
+        "delete sealed segments whose newest record is older than this (-1: never)"
+    ),
+    key!(
+        "segment.bytes",
+        "67108864",
+        Int,
+        v_segment_bytes,
+        "roll to a new segment at this size"
+    ),
+    key!("segment.index.bytes", "10485760", Int, v_positive_int,
+        "maximum size of a segment's offset index",
+        inert: "tern's sparse index grows with the segment"),
+    key!("segment.jitter.ms", "0", Long, v_non_negative_long,
+        "random jitter subtracted from segment.ms", inert: "segments roll exactly at segment.ms"),
+    key!(
+        "segment.ms",
+        "604800000",
+        Long,
+        v_positive_long,
+        "roll to a new segment after this long"
+    ),
+    key!("unclean.leader.election.enable", "false", Boolean, v_bool,
+        "elect out-of-sync replicas", inert: SINGLE_NODE),
 ];
 
 pub fn key(name: &str) -> Option<&'static ConfigKey> {
@@ -223,6 +376,8 @@ impl Defaults {
             retention_ms: long("retention.ms", base.retention_ms),
             retention_bytes: long("retention.bytes", base.retention_bytes),
             index_interval_bytes: long("index.interval.bytes", 4096).max(0) as u64,
+            log_append_time: self.resolve(overrides, "message.timestamp.type").0 == "LogAppendTime",
+            min_insync_replicas: long("min.insync.replicas", 1).max(1) as i32,
             compression: match self.resolve(overrides, "compression.type").0 {
                 "producer" => CompressionPolicy::Producer,
                 "gzip" => CompressionPolicy::Exactly(Codec::Gzip),
@@ -251,6 +406,11 @@ mod tests {
         assert!(err.to_string().contains("retention.ms"));
         assert!(validate("compression.type", "gzip").is_ok());
         assert!(validate("compression.type", "brotli").is_err());
+        // Every Kafka topic config is accepted (librdkafka's 0081_admin sets these).
+        assert!(validate("delete.retention.ms", "1000").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "0.1").is_ok());
+        assert!(validate("preallocate", "yes").is_err());
+        assert!(key("flush.ms").is_some_and(|k| k.documentation().contains("no effect")));
         assert!(validate("segment.bytes", "1048576").is_ok());
     }
 

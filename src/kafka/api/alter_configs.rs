@@ -12,9 +12,31 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, RESOURCE_TOPIC};
 use crate::broker::Broker;
 use crate::kafka::errors::code_and_message;
+use crate::topics::config::ConfigType;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// APPEND / SUBTRACT of one list config: items added if missing, or removed.
+fn edit_list(current: &str, items: &str, append: bool) -> String {
+    let mut list: Vec<String> = current
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for item in items.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if append {
+            if !list.iter().any(|i| i == item) {
+                list.push(item.to_string());
+            }
+        } else {
+            list.retain(|i| i != item);
+        }
+    }
+    list.join(",")
+}
 
 fn error(
     code: ResponseError,
@@ -74,16 +96,25 @@ pub fn incremental(
         .resources
         .iter()
         .map(|r| {
-            let unsupported_op = r
-                .configs
-                .iter()
-                .find(|c| c.config_operation != OP_SET && c.config_operation != OP_DELETE);
+            // APPEND and SUBTRACT apply to list configs only, as in Kafka.
+            let bad_op = r.configs.iter().find(|c| match c.config_operation {
+                OP_SET | OP_DELETE => false,
+                OP_APPEND | OP_SUBTRACT => {
+                    crate::topics::config::key(&c.name).map(|k| k.kind) != Some(ConfigType::List)
+                }
+                _ => true,
+            });
             let (code, message) = if r.resource_type != RESOURCE_TOPIC {
                 error(ResponseError::InvalidRequest, "only topic configs can be altered".to_string())
-            } else if let Some(c) = unsupported_op {
+            } else if let Some(c) = bad_op {
+                let code = if c.config_operation > OP_SUBTRACT {
+                    ResponseError::InvalidRequest
+                } else {
+                    ResponseError::InvalidConfig
+                };
                 error(
-                    ResponseError::InvalidRequest,
-                    format!("operation {} on `{}`: tern topic configs are single values (use SET or DELETE)", c.config_operation, c.name),
+                    code,
+                    format!("operation {} is not allowed on `{}` (APPEND and SUBTRACT take list configs)", c.config_operation, c.name),
                 )
             } else {
                 let edits: Vec<(i8, String, Option<String>)> = r
@@ -91,6 +122,7 @@ pub fn incremental(
                     .iter()
                     .map(|c| (c.config_operation, c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                     .collect();
+                let defaults = broker.topics.defaults().clone();
                 let outcome = broker.topics.alter_configs(
                     &r.resource_name,
                     |overrides| {
@@ -98,6 +130,11 @@ pub fn incremental(
                             match (op, value) {
                                 (OP_SET, Some(v)) => {
                                     overrides.insert(name, v);
+                                }
+                                (OP_APPEND | OP_SUBTRACT, Some(v)) => {
+                                    let current = defaults.resolve(overrides, &name).0.to_string();
+                                    let next = edit_list(&current, &v, op == OP_APPEND);
+                                    overrides.insert(name, next);
                                 }
                                 _ => {
                                     overrides.remove(&name);
@@ -120,4 +157,16 @@ pub fn incremental(
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_list;
+
+    #[test]
+    fn append_and_subtract_edit_lists() {
+        assert_eq!(edit_list("delete", "delete", true), "delete");
+        assert_eq!(edit_list("", "a,b", true), "a,b");
+        assert_eq!(edit_list("a,b,c", "b", false), "a,c");
+    }
 }

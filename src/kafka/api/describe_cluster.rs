@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterResponse};
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS};
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>) -> DescribeClusterResponse {
+pub fn handle(broker: &Arc<Broker>, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let (host, port) = broker.advertised();
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&broker.config.broker.cluster_id))
@@ -17,5 +17,9 @@ pub fn handle(broker: &Arc<Broker>) -> DescribeClusterResponse {
             .with_broker_id(BrokerId(broker.node_id()))
             .with_host(str_bytes(host))
             .with_port(port)])
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        })
 }

@@ -21,14 +21,6 @@ pub fn source_code(source: Source) -> i8 {
     }
 }
 
-/// Kafka's ConfigType numbering (STRING = 2, LONG = 5 is close enough for every key here).
-fn config_type(name: &str) -> i8 {
-    match name {
-        "cleanup.policy" | "compression.type" | "message.timestamp.type" => 2,
-        _ => 5,
-    }
-}
-
 pub fn handle(
     broker: &Arc<Broker>,
     request: DescribeConfigsRequest,
@@ -67,9 +59,10 @@ pub fn handle(
                                 .with_name(str_bytes(k.name))
                                 .with_value(Some(str_bytes(value)))
                                 .with_config_source(source_code(source))
-                                .with_config_type(config_type(k.name));
+                                .with_config_type(k.kind as i8);
                             if request.include_documentation {
-                                entry = entry.with_documentation(Some(str_bytes(k.doc)));
+                                entry =
+                                    entry.with_documentation(Some(str_bytes(&k.documentation())));
                             }
                             entry
                         })

@@ -17,7 +17,10 @@ pub fn handle(
         .groups
         .iter()
         .map(|id| {
-            let described = DescribedGroup::default().with_group_id(id.clone());
+            let mut described = DescribedGroup::default().with_group_id(id.clone());
+            if version >= 3 && request.include_authorized_operations {
+                described.authorized_operations = super::GROUP_OPERATIONS;
+            }
             match broker.groups.describe(&id.0) {
                 Some(view) => described
                     .with_group_state(str_bytes(view.state))

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::Reply;
+use super::{encode, Reply};
 use crate::broker::Broker;
 use crate::kafka::errors::log_error_code;
 use crate::log::batch::BatchHeader;
@@ -19,33 +20,95 @@ use crate::log::batch::BatchHeader;
 /// Upper bound on a long poll, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-pub fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+    slot: Arc<Semaphore>,
+) -> Reply {
     let broker = Arc::clone(broker);
-    Reply::later(version, async move {
+    Reply::Later(Box::pin(async move {
+        // One response per connection in memory at a time (see RequestContext::fetch_slot).
+        let slot = slot
+            .acquire_owned()
+            .await
+            .map_err(|_| "connection closing".to_string())?;
         let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let deadline = Instant::now() + wait;
         let min_bytes = request.min_bytes.max(0) as usize;
         let mut events = broker.group_commit.durable_events();
+        let want = (request.max_bytes.max(0) as usize)
+            .min(broker.config.kafka.max_fetch_bytes as usize)
+            .max(1);
         loop {
             events.borrow_and_update();
-            let (response, bytes, errors) = read_all(&broker, &request, version);
+            // Memory for this read comes from the broker-wide response budget first.
+            let Some(mut permit) = reserve(&broker, want, deadline).await else {
+                // No memory within the wait: an empty answer, the client fetches again.
+                let (response, _, _) = read_all(&broker, &request, version, 0);
+                return encode(&response, version);
+            };
+            let (response, bytes, errors) =
+                read_all(&broker, &request, version, permit.num_permits() * KIB);
+            // Keep what the read took (one first batch may exceed the reservation, as in
+            // Kafka's KIP-74); return the rest at once.
+            let needed = bytes.div_ceil(KIB).max(1);
+            if needed > permit.num_permits() {
+                // Bounded wait: a batch larger than the whole budget is still served.
+                let more = u32::try_from(needed - permit.num_permits()).unwrap_or(u32::MAX);
+                let top_up = Arc::clone(&broker.response_budget).acquire_many_owned(more);
+                if let Ok(Ok(more)) = tokio::time::timeout(TOP_UP_WAIT, top_up).await {
+                    permit.merge(more);
+                }
+            } else if let Some(extra) = permit.split(permit.num_permits() - needed) {
+                drop(extra);
+            }
             if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline {
                 account(&broker, &response);
-                return response;
+                let mut body = encode(&response, version)?;
+                body.hold = vec![slot, permit];
+                return Ok(body);
             }
+            drop(permit);
             tokio::select! {
                 changed = events.changed() => if changed.is_err() {
-                    return response;
+                    return encode(&response, version);
                 },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
-    })
+    }))
 }
 
-fn read_all(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
-    let mut budget =
-        (request.max_bytes.max(0) as usize).min(broker.config.kafka.max_fetch_bytes as usize);
+const KIB: usize = 1024;
+/// How long a read that found one batch larger than its reservation waits for the rest.
+const TOP_UP_WAIT: Duration = Duration::from_secs(1);
+/// A read waits for at least this much of the response budget (or all it asks, if less).
+const MIN_RESERVATION: usize = 1 << 20;
+
+/// Reserves up to `want` bytes of the response budget: what is free right now, but at
+/// least `min(want, 1 MiB)`, waiting for that until `deadline`.
+async fn reserve(broker: &Broker, want: usize, deadline: Instant) -> Option<OwnedSemaphorePermit> {
+    let budget = &broker.response_budget;
+    let want_kib = want.div_ceil(KIB);
+    let floor_kib = want.min(MIN_RESERVATION).div_ceil(KIB);
+    let take = want_kib.min(budget.available_permits()).max(floor_kib);
+    let take = u32::try_from(take).unwrap_or(u32::MAX);
+    tokio::time::timeout_at(deadline, Arc::clone(budget).acquire_many_owned(take))
+        .await
+        .ok()?
+        .ok()
+}
+
+fn read_all(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    reserved: usize,
+) -> (FetchResponse, usize, bool) {
+    let mut budget = (request.max_bytes.max(0) as usize)
+        .min(broker.config.kafka.max_fetch_bytes as usize)
+        .min(reserved);
     let mut total = 0usize;
     let mut errors = false;
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -70,8 +133,18 @@ fn read_all(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResp
                     // KIP-74: the first partition may exceed the budget by one batch.
                     let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
                     let first = total == 0;
-                    let result =
-                        partition.read(fp.fetch_offset, if first { limit.max(1) } else { limit });
+                    // Nothing is read without memory reserved for it.
+                    let may_read = if first { reserved > 0 } else { limit > 0 };
+                    let result = if may_read {
+                        partition.read(fp.fetch_offset, if first { limit.max(1) } else { limit })
+                    } else {
+                        let log = partition.lock();
+                        Ok(crate::log::ReadResult {
+                            bytes: Vec::new(),
+                            high_watermark: log.high_watermark(),
+                            log_start_offset: log.log_start_offset(),
+                        })
+                    };
                     match result {
                         Ok(read) => {
                             data.high_watermark = read.high_watermark;

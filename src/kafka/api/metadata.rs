@@ -65,7 +65,14 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
     if version >= 2 {
         response.cluster_id = Some(str_bytes(&broker.config.broker.cluster_id));
     }
+    // No authorizer: every operation is allowed (what Kafka answers without one).
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = super::CLUSTER_OPERATIONS;
+    }
     for topic in &mut response.topics {
+        if version >= 8 && request.include_topic_authorized_operations && topic.error_code == 0 {
+            topic.topic_authorized_operations = super::TOPIC_OPERATIONS;
+        }
         if version < 10 {
             topic.topic_id = Uuid::nil();
         }

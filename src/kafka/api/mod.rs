@@ -73,10 +73,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
 ];
 
-/// Who sent a request (JoinGroup records it; DescribeGroups shows it).
+/// Who sent a request (JoinGroup records it; DescribeGroups shows it), and the
+/// connection's own limits.
 pub struct RequestContext {
     pub client_id: String,
     pub peer: std::net::SocketAddr,
+    /// One Fetch response of this connection is prepared or queued at a time: a client
+    /// that pipelines fetches without reading the answers holds one response, not sixteen.
+    pub fetch_slot: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
@@ -86,8 +90,14 @@ pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, min, max)| (*min, *max))
 }
 
-/// Encoded response body (without the response header).
-pub type Body = Result<BytesMut, String>;
+/// An encoded response body (without the response header), with the memory-budget
+/// permits it holds until the connection has written it.
+pub struct Encoded {
+    pub bytes: BytesMut,
+    pub hold: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+pub type Body = Result<Encoded, String>;
 
 pub enum Reply {
     Now(Body),
@@ -115,7 +125,10 @@ pub fn encode<T: Encodable>(message: &T, version: i16) -> Body {
     message
         .encode(&mut buf, version)
         .map_err(|e| format!("cannot encode response: {e:#}"))?;
-    Ok(buf)
+    Ok(Encoded {
+        bytes: buf,
+        hold: Vec::new(),
+    })
 }
 
 /// Why a request could not be handled at all (the connection is then closed, as Kafka does).
@@ -138,7 +151,34 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 }
 
 /// Decodes and handles one request whose version is known to be supported.
+///
+/// Admin requests create, delete or resize files and fsync them: they run with
+/// `block_in_place`, so that the runtime moves other connections off this worker while
+/// this connection's requests still take effect in order.
 pub fn dispatch(
+    broker: &Arc<Broker>,
+    context: &RequestContext,
+    api: ApiKey,
+    version: i16,
+    body: &mut Bytes,
+) -> Result<Reply, RequestError> {
+    let does_file_io = matches!(
+        api,
+        ApiKey::CreateTopics
+            | ApiKey::DeleteTopics
+            | ApiKey::CreatePartitions
+            | ApiKey::AlterConfigs
+            | ApiKey::IncrementalAlterConfigs
+            | ApiKey::DeleteRecords
+    );
+    if does_file_io {
+        tokio::task::block_in_place(|| handle(broker, context, api, version, body))
+    } else {
+        handle(broker, context, api, version, body)
+    }
+}
+
+fn handle(
     broker: &Arc<Broker>,
     context: &RequestContext,
     api: ApiKey,
@@ -155,7 +195,12 @@ pub fn dispatch(
             version,
         ),
         ApiKey::Produce => produce::handle(broker, decode(api, version, body)?, version),
-        ApiKey::Fetch => fetch::handle(broker, decode(api, version, body)?, version),
+        ApiKey::Fetch => fetch::handle(
+            broker,
+            decode(api, version, body)?,
+            version,
+            Arc::clone(&context.fetch_slot),
+        ),
         ApiKey::ListOffsets => Reply::now(
             list_offsets::handle(broker, decode(api, version, body)?),
             version,
@@ -189,8 +234,8 @@ pub fn dispatch(
             version,
         ),
         ApiKey::DescribeCluster => {
-            let _: m::DescribeClusterRequest = decode(api, version, body)?;
-            Reply::now(describe_cluster::handle(broker), version)
+            let request: m::DescribeClusterRequest = decode(api, version, body)?;
+            Reply::now(describe_cluster::handle(broker, request), version)
         }
         ApiKey::OffsetDelete => offset_delete::handle(broker, decode(api, version, body)?, version),
         ApiKey::InitProducerId => Reply::now(
@@ -251,6 +296,17 @@ fn topic_name(s: &str) -> m::TopicName {
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Operations a client may perform when asked (bit n = Kafka's AclOperation n). tern has
+/// no authorizer yet, so every supported operation is allowed, as Kafka reports then.
+/// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+/// IDEMPOTENT_WRITE.
+const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+/// Group: READ, DELETE, DESCRIBE.
+const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// DescribeConfigs / AlterConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;

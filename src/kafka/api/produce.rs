@@ -81,7 +81,17 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
                     }
                     Some(log) => {
                         let records = data.records.as_deref().unwrap_or(&[]);
-                        match broker.append(&name, &log, records, now) {
+                        let (min_isr, append_time) = {
+                            let l = log.lock();
+                            (l.config().min_insync_replicas, l.config().log_append_time)
+                        };
+                        let appended = if acks == -1 && min_isr > 1 {
+                            // One replica can never satisfy min.insync.replicas > 1.
+                            Err(crate::log::LogError::NotEnoughReplicas(min_isr))
+                        } else {
+                            broker.append(&name, &log, records, now)
+                        };
+                        match appended {
                             Ok(appended) => {
                                 pending.push(PendingAck {
                                     topic: t,
@@ -93,7 +103,7 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
                                 PartitionProduceResponse::default()
                                     .with_index(data.index)
                                     .with_base_offset(appended.base_offset)
-                                    .with_log_append_time_ms(-1)
+                                    .with_log_append_time_ms(if append_time { now } else { -1 })
                                     .with_log_start_offset(appended.log_start)
                             }
                             Err(e) => {
