@@ -126,7 +126,7 @@ fn v_cleanup(v: &str) -> Result<(), String> {
         .map(str::trim)
         .filter(|i| !i.is_empty())
         .collect();
-    if items.iter().any(|i| *i == "compact") {
+    if items.contains(&"compact") {
         return Err("log compaction is not implemented yet; use `delete`".to_string());
     }
     if items.iter().all(|i| *i == "delete") {
