@@ -201,10 +201,12 @@ impl Broker {
         self.metrics.clear_partitions();
         let mut total = 0u64;
         let mut fenced = 0i64;
+        let mut quarantined = 0i64;
         for topic in self.topics.list() {
             for partition in topic.partitions() {
                 let log = partition.lock();
                 fenced += log.fenced().is_some() as i64;
+                quarantined += log.quarantined() as i64;
                 let size = log.size_bytes();
                 total += size;
                 self.metrics.set_partition(
@@ -219,6 +221,7 @@ impl Broker {
         }
         self.metrics.stored_bytes.set(total);
         self.metrics.fenced_partitions.set(fenced);
+        self.metrics.quarantined_ranges.set(quarantined);
         self.metrics.render()
     }
 }

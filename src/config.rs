@@ -116,6 +116,7 @@ pub struct StorageSection {
     pub max_bytes: u64,
     pub flush_linger_ms: u64,
     pub retention_check_interval_ms: u64,
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for BrokerSection {
@@ -159,6 +160,7 @@ impl Default for StorageSection {
             max_bytes: 0,
             flush_linger_ms: 0,
             retention_check_interval_ms: 30_000,
+            scrub_bytes_per_sec: 4 * 1024 * 1024,
         }
     }
 }

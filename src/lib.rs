@@ -10,6 +10,7 @@
 //! - `groups`     consumer groups: state machine, coordinator, committed offsets.
 //! - `producer_ids` ids for idempotent producers (InitProducerId).
 //! - `retention`  background retention and the global disk budget.
+//! - `scrub`      background verification of sealed segments (damage is quarantined).
 //! - `http`       `/healthz` and `/metrics`.
 //! - `metrics`    Prometheus counters and gauges.
 //! - `server`     wires the above together for `tern serve`.
@@ -29,6 +30,7 @@ pub mod log;
 pub mod metrics;
 pub mod producer_ids;
 pub mod retention;
+pub mod scrub;
 pub mod server;
 pub mod topics;
 

@@ -24,6 +24,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Verify every stored batch offline (CRC, structure, records); exits 1 on damage.
+    Check {
+        /// The data directory (`broker.data_dir`); tern need not run.
+        data_dir: PathBuf,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -157,6 +162,30 @@ fn run() -> anyhow::Result<()> {
                 tokio::spawn(shutdown_signal(token.clone()));
                 tern::server::run(config, token).await
             })?;
+            Ok(())
+        }
+        Command::Check { data_dir } => {
+            let report = tern::log::check::check_data_dir(&data_dir)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", data_dir.display()))?;
+            for f in &report.findings {
+                println!(
+                    "DAMAGED {} bytes {}..{}: {}",
+                    f.segment.display(),
+                    f.from_byte,
+                    f.to_byte,
+                    f.reason
+                );
+            }
+            println!(
+                "{} segments, {} bytes, {} intact batches, {} damaged ranges",
+                report.segments,
+                report.bytes,
+                report.batches,
+                report.findings.len()
+            );
+            if !report.findings.is_empty() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Config { command } => match command {

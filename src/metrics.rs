@@ -41,6 +41,7 @@ pub struct Metrics {
     pub fsync_errors: Counter,
     pub fenced_partitions: Gauge,
     pub corrupt_batches: Counter,
+    pub quarantined_ranges: Gauge,
     pub mqtt: tern_bridges::metrics::BridgeMetrics,
 }
 
@@ -72,6 +73,7 @@ impl Metrics {
             fsync_errors: Counter::default(),
             fenced_partitions: Gauge::default(),
             corrupt_batches: Counter::default(),
+            quarantined_ranges: Gauge::default(),
             mqtt: Default::default(),
             registry: Registry::default(),
         };
@@ -123,8 +125,13 @@ impl Metrics {
         );
         registry.register(
             "corrupt_batches",
-            "Stored batches found corrupt (CRC or structure) and quarantined",
+            "Stored batches that could not be decoded and were skipped by a reader (MQTT bridge)",
             m.corrupt_batches.clone(),
+        );
+        registry.register(
+            "quarantined_ranges",
+            "Damaged byte ranges of segments found (by reads or the scrub) and quarantined since start",
+            m.quarantined_ranges.clone(),
         );
         registry.register(
             "connections",

@@ -71,6 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         ready_ms = started.elapsed().as_millis() as u64, "tern ready");
 
     let retention = tokio::spawn(crate::retention::run(Arc::clone(&broker), shutdown.clone()));
+    let scrub = tokio::spawn(crate::scrub::run(Arc::clone(&broker), shutdown.clone()));
     let reopener = tokio::spawn(crate::retention::run_reopener(
         Arc::clone(&broker),
         shutdown.clone(),
@@ -89,6 +90,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     }
     let _ = retention.await;
     let _ = reopener.await;
+    let _ = scrub.await;
     let _ = group_ticker.await;
     match http.await {
         Ok(Err(e)) => error!(error = %e, "http server failed"),

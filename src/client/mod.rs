@@ -125,7 +125,7 @@ impl KafkaClient {
         let api = ApiKey::try_from(R::KEY)
             .map_err(|_| ClientError::Encode(format!("api key {}", R::KEY)))?;
         let version = self.version_for(api, ours)?;
-        self.write_request(request, version).await
+        self.write_request(request, version).await.map(|_| ())
     }
 
     async fn send_version<R: Request>(
@@ -133,15 +133,41 @@ impl KafkaClient {
         request: &R,
         version: i16,
     ) -> Result<R::Response, ClientError> {
-        self.write_request(request, version).await?;
-        self.read_response::<R>(version).await
+        let correlation_id = self.write_request(request, version).await?;
+        self.read_response::<R>(version, correlation_id).await
+    }
+
+    /// Writes a request without reading its response (pipelining); returns its
+    /// correlation id for [`KafkaClient::receive`].
+    pub async fn submit<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<i32, ClientError> {
+        self.write_request(request, version).await
+    }
+
+    /// Reads the response to a request written with [`KafkaClient::submit`] (responses
+    /// arrive in request order).
+    pub async fn receive<R: Request>(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<R::Response, ClientError> {
+        self.read_response::<R>(version, correlation_id).await
+    }
+
+    /// Writes raw bytes (tests of hostile input).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
     }
 
     async fn write_request<R: Request>(
         &mut self,
         request: &R,
         version: i16,
-    ) -> Result<(), ClientError> {
+    ) -> Result<i32, ClientError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -159,12 +185,13 @@ impl KafkaClient {
         let size = (buf.len() - 4) as u32;
         buf[..4].copy_from_slice(&size.to_be_bytes());
         self.stream.write_all(&buf).await?;
-        Ok(())
+        Ok(self.correlation_id)
     }
 
     async fn read_response<R: Request>(
         &mut self,
         version: i16,
+        correlation_id: i32,
     ) -> Result<R::Response, ClientError> {
         let size = self.stream.read_u32().await? as usize;
         if size > MAX_RESPONSE_BYTES {
@@ -175,10 +202,10 @@ impl KafkaClient {
         let mut body = bytes::Bytes::from(body);
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
             .map_err(|e| ClientError::Decode(format!("{e:#}")))?;
-        if header.correlation_id != self.correlation_id {
+        if header.correlation_id != correlation_id {
             return Err(ClientError::Decode(format!(
-                "correlation id {} does not match request {}",
-                header.correlation_id, self.correlation_id
+                "correlation id {} does not match request {correlation_id}",
+                header.correlation_id
             )));
         }
         let response = R::Response::decode(&mut body, version)

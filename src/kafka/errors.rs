@@ -11,6 +11,7 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
             ResponseError::KafkaStorageError
         }
         LogError::Corrupt(_) => ResponseError::CorruptMessage,
+        LogError::Damaged { .. } => ResponseError::KafkaStorageError,
         LogError::InvalidRecords(_) => ResponseError::InvalidRecord,
         LogError::NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,

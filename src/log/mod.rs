@@ -2,8 +2,10 @@
 //! and the group-commit fsync that backs every acknowledged produce.
 
 pub mod batch;
+pub mod check;
 pub mod checkpoint;
 pub mod codec;
+pub mod damage;
 pub mod group_commit;
 pub mod index;
 pub mod partition;
@@ -82,6 +84,12 @@ pub enum LogError {
         "min.insync.replicas is {0}, and tern is a single replica: acks=all cannot be satisfied"
     )]
     NotEnoughReplicas(i32),
+    #[error("damaged batch at byte {position} of segment {segment_base}: {reason}")]
+    Damaged {
+        segment_base: i64,
+        position: u64,
+        reason: String,
+    },
     #[error("records refused: {0}")]
     InvalidRecords(String),
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]

@@ -5,19 +5,23 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use tracing::{error, info, warn};
 
-use super::batch::{self, BatchHeader, Codec};
+use super::batch::{self, BatchHeader};
 use super::checkpoint::{self, LOG_START_OFFSET, RECOVERY_POINT};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::Segment;
-use super::sync::SyncTarget;
-use super::{CompressionPolicy, LogConfig, LogError};
+use super::{LogConfig, LogError};
+
+mod durability;
+mod prepare;
+mod read;
+
+pub use prepare::prepare;
+pub use read::{Damage, ReadPlan, ReadResult};
 
 /// A batch ready to be written: validated, and compressed as the topic asks.
 pub type PreparedBatch<'a> = (BatchHeader, Cow<'a, [u8]>);
@@ -41,44 +45,6 @@ pub struct AppendInfo {
     /// The log's generation at the append: the write is acknowledged only if a sync in
     /// this same generation covers it (see [`Log::is_durable`]).
     pub generation: u64,
-}
-
-/// Bytes for a fetch: whole batches, never past the durable end.
-#[derive(Debug, Default)]
-pub struct ReadResult {
-    pub bytes: Vec<u8>,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-}
-
-/// A read located under the partition lock, to be done without it. The file handle stays
-/// valid if retention deletes the segment meanwhile; a concurrent truncation only shortens
-/// what is read, and only whole batches are returned.
-#[derive(Debug)]
-pub struct ReadPlan {
-    dir: PathBuf,
-    /// File, first batch position, and the durable limit in that file.
-    source: Option<(Arc<File>, u64, u64)>,
-    max_bytes: usize,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-}
-
-impl ReadPlan {
-    pub fn execute(self) -> Result<ReadResult, LogError> {
-        let bytes = match &self.source {
-            None => Vec::new(),
-            Some((file, position, limit)) => {
-                read_whole_batches(file, *position, *limit, self.max_bytes)
-                    .map_err(|e| LogError::io(&self.dir, e))?
-            }
-        };
-        Ok(ReadResult {
-            bytes,
-            high_watermark: self.high_watermark,
-            log_start_offset: self.log_start_offset,
-        })
-    }
 }
 
 /// What opening a partition found and repaired.
@@ -118,6 +84,8 @@ pub struct Log {
     /// directory fsync covered.
     dir_changes: u64,
     dir_synced: u64,
+    /// Damaged ranges quarantined since the log was opened (for /metrics).
+    quarantined: u64,
 }
 
 fn segment_bases(dir: &Path) -> std::io::Result<Vec<i64>> {
@@ -228,6 +196,7 @@ impl Log {
             unsealed: BTreeSet::new(),
             dir_changes: 0,
             dir_synced: 0,
+            quarantined: 0,
         };
         let end = log.log_end_offset();
         log.rebuild_producer_states();
@@ -329,6 +298,29 @@ impl Log {
 
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// A sealed, synced segment whose batches were not all verified since the log was
+    /// opened: (base offset, file, size), for the background scrub.
+    pub fn next_unscrubbed(&self) -> Option<(i64, std::sync::Arc<std::fs::File>, u64)> {
+        let active = self.active().base_offset;
+        self.segments
+            .values()
+            .find(|s| {
+                !s.scrubbed && s.base_offset != active && !self.unsealed.contains(&s.base_offset)
+            })
+            .map(|s| (s.base_offset, s.file(), s.size()))
+    }
+
+    pub fn mark_scrubbed(&mut self, base: i64) {
+        if let Some(segment) = self.segments.get_mut(&base) {
+            segment.scrubbed = true;
+        }
+    }
+
+    /// Damaged ranges quarantined since the log was opened.
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined
     }
 
     /// The largest idempotent producer id with state in this log.
@@ -472,223 +464,6 @@ impl Log {
         Ok(())
     }
 
-    /// True when a sync is needed to make offsets below `upto` durable, or to seal
-    /// segments and make directory changes durable.
-    pub fn needs_sync(&self, upto: i64) -> bool {
-        self.durable.offset < upto
-            || !self.unsealed.is_empty()
-            || self.dir_changes != self.dir_synced
-    }
-
-    /// What a sync must cover to make everything appended so far durable.
-    pub fn sync_target(&self) -> SyncTarget {
-        let active = self.active();
-        let mut files = Vec::new();
-        let mut sealed = Vec::new();
-        for base in &self.unsealed {
-            if let Some(segment) = self.segments.get(base) {
-                files.extend(segment.all_files());
-                sealed.push(*base);
-            }
-        }
-        files.push(active.file());
-        let dir_dirty = self.dir_changes != self.dir_synced || !sealed.is_empty();
-        SyncTarget {
-            files,
-            dir: dir_dirty.then(|| self.dir.clone()),
-            point: DurablePoint {
-                offset: active.next_offset(),
-                segment_base: active.base_offset,
-                position: active.size(),
-            },
-            generation: self.generation,
-            recovery_point: (!sealed.is_empty()).then_some(active.base_offset),
-            sealed,
-            dir_changes: self.dir_changes,
-        }
-    }
-
-    /// Applies a sync that succeeded. Returns false when the log changed generation since
-    /// the target was taken (the sync then proves nothing).
-    pub fn complete_sync(&mut self, target: &SyncTarget) -> bool {
-        if target.generation != self.generation {
-            return false;
-        }
-        self.mark_durable(target.point);
-        for base in &target.sealed {
-            self.unsealed.remove(base);
-        }
-        if target.dir.is_some() {
-            self.dir_synced = self.dir_synced.max(target.dir_changes);
-        }
-        true
-    }
-
-    /// Applies a sync that failed: the unsynced tail is discarded (the kernel may have
-    /// dropped those pages, and a retried fsync would not say so), the generation moves so
-    /// that no waiter from before is ever told "durable", and appends are refused until
-    /// the partition is reopened from disk.
-    pub fn fail_sync(&mut self, why: &str) {
-        if let Err(e) = self.discard_unsynced() {
-            error!(dir = %self.dir.display(), error = %e, "could not discard the unsynced tail");
-        }
-        self.fence(format!("an fsync failed: {why}"));
-    }
-
-    fn fence(&mut self, why: String) {
-        self.generation += 1;
-        if self.fenced.is_none() {
-            error!(dir = %self.dir.display(), reason = %why,
-                "partition fenced: appends get KAFKA_STORAGE_ERROR until it is reopened from disk");
-            self.fenced = Some(why);
-        }
-    }
-
-    /// True when offsets below `upto`, appended in `generation`, are durable.
-    pub fn is_durable(&self, upto: i64, generation: u64) -> bool {
-        generation == self.generation && self.durable.offset >= upto
-    }
-
-    /// Moves the high watermark after an fsync covered `point`.
-    pub fn mark_durable(&mut self, point: DurablePoint) {
-        if point.offset > self.durable.offset
-            || (point.offset == self.durable.offset
-                && point.segment_base > self.durable.segment_base)
-        {
-            self.durable = point;
-        }
-    }
-
-    /// Cuts the log back to its last durable point, so that nothing unacknowledged or
-    /// half-written can be served later.
-    fn discard_unsynced(&mut self) -> Result<(), LogError> {
-        let durable = self.durable;
-        self.producers.truncate(durable.offset);
-        let dir = self.dir.clone();
-        let later: Vec<i64> = self
-            .segments
-            .range(durable.segment_base + 1..)
-            .map(|(b, _)| *b)
-            .collect();
-        for base in later {
-            if let Some(segment) = self.segments.remove(&base) {
-                self.unsealed.remove(&base);
-                segment.delete_files().map_err(|e| LogError::io(&dir, e))?;
-            }
-        }
-        self.unsealed.remove(&durable.segment_base);
-        if let Some(segment) = self.segments.get_mut(&durable.segment_base) {
-            segment
-                .truncate_to(durable.position, durable.offset)
-                .map_err(|e| LogError::io(&dir, e))?;
-        }
-        // Deleted segments must not reappear after a power cut with offsets reused since.
-        checkpoint::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))
-    }
-
-    /// Reads whole batches starting with the one that contains `offset` (for callers that
-    /// hold the lock; [`Partition::read`] reads the bytes outside it).
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
-        self.plan_read(offset, max_bytes)?.execute()
-    }
-
-    /// Finds where a read of whole batches starting with the one that contains `offset`
-    /// begins and how far it may go. Reading the bytes is left to [`ReadPlan::execute`].
-    pub fn plan_read(&self, offset: i64, max_bytes: usize) -> Result<ReadPlan, LogError> {
-        let hw = self.durable.offset;
-        if offset < self.log_start_offset || offset > hw {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                start: self.log_start_offset,
-                end: hw,
-            });
-        }
-        let mut plan = ReadPlan {
-            dir: self.dir.clone(),
-            source: None,
-            max_bytes,
-            high_watermark: hw,
-            log_start_offset: self.log_start_offset,
-        };
-        if offset == hw {
-            return Ok(plan);
-        }
-        let first = self.segments.range(..=offset).next_back().map(|(b, _)| *b);
-        let from = first.unwrap_or(i64::MIN);
-        for (_, segment) in self.segments.range(from..) {
-            let limit = self.durable_limit(segment);
-            let position = segment
-                .find_position(offset, limit)
-                .map_err(|e| LogError::io(&self.dir, e))?;
-            if let Some(position) = position {
-                plan.source = Some((segment.file(), position, limit));
-                break;
-            }
-        }
-        Ok(plan)
-    }
-
-    /// How far into `segment` readers may go.
-    fn durable_limit(&self, segment: &Segment) -> u64 {
-        use std::cmp::Ordering;
-        match segment.base_offset.cmp(&self.durable.segment_base) {
-            Ordering::Less => segment.size(),
-            Ordering::Equal => self.durable.position.min(segment.size()),
-            Ordering::Greater => 0,
-        }
-    }
-
-    /// The first batch holding a record stamped at or after `timestamp` (located through
-    /// the time index), for [`Partition::offset_for_timestamp`] to decode outside the lock.
-    fn batch_for_timestamp(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<(Arc<File>, u64, BatchHeader)>, LogError> {
-        for segment in self.segments.values() {
-            if segment.max_timestamp().is_none_or(|max| max < timestamp) {
-                continue;
-            }
-            let limit = self.durable_limit(segment);
-            let from = segment
-                .time_lookup_offset(timestamp)
-                .map_err(|e| LogError::io(&self.dir, e))?;
-            let Some(position) = segment
-                .find_position(from, limit)
-                .map_err(|e| LogError::io(&self.dir, e))?
-            else {
-                continue;
-            };
-            let headers = segment
-                .headers_from(position, limit)
-                .map_err(|e| LogError::io(&self.dir, e))?;
-            for (position, header) in headers {
-                if header.max_timestamp < timestamp || header.last_offset() < self.log_start_offset
-                {
-                    continue;
-                }
-                return Ok(Some((segment.file(), position, header)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
-    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
-        let mut best: Option<(i64, i64)> = None;
-        for segment in self.segments.values() {
-            let limit = self.durable_limit(segment);
-            for (_, header) in segment
-                .headers_from(0, limit)
-                .map_err(|e| LogError::io(&self.dir, e))?
-            {
-                if best.is_none_or(|(_, ts)| header.max_timestamp > ts) {
-                    best = Some((header.last_offset(), header.max_timestamp));
-                }
-            }
-        }
-        Ok(best)
-    }
-
     /// DeleteRecords: moves the log start offset to `offset` (at most the high watermark)
     /// and deletes the segments wholly below it. Returns the new log start offset.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
@@ -797,110 +572,6 @@ impl Log {
         }
         Ok(total)
     }
-
-    /// Clean shutdown: sync everything and record that everything is recovered.
-    pub fn close(&mut self) -> Result<(), LogError> {
-        let mut target = self.sync_target();
-        target.dir = Some(self.dir.clone());
-        target.recovery_point = Some(target.point.segment_base);
-        match target.run() {
-            Ok(()) => {
-                self.complete_sync(&target);
-                Ok(())
-            }
-            Err(e) => {
-                self.fail_sync(&e.to_string());
-                Err(LogError::io(&self.dir, e))
-            }
-        }
-    }
-}
-
-/// Validates each batch against the topic's limits, checks its records (decompressing
-/// with a bound: a decompression bomb is refused here), and compresses it as the topic
-/// asks. Runs before the partition lock is taken: this is the expensive part of an append.
-pub fn prepare<'a>(
-    batches: &[(BatchHeader, &'a [u8])],
-    config: &LogConfig,
-    now_ms: i64,
-) -> Result<Vec<PreparedBatch<'a>>, LogError> {
-    let mut out = Vec::with_capacity(batches.len());
-    for (header, bytes) in batches {
-        let too_large = |size: usize| LogError::TooLarge {
-            size,
-            max: config.max_message_bytes,
-        };
-        if bytes.len() > config.max_message_bytes {
-            return Err(too_large(bytes.len()));
-        }
-        let limit = batch::uncompressed_limit(header, config.max_message_bytes);
-        batch::validate_records(bytes, header, limit)
-            .map_err(|e| LogError::InvalidRecords(e.to_string()))?;
-        let source = header.codec();
-        let target = match config.compression {
-            _ if header.is_control() => None,
-            CompressionPolicy::Producer => None,
-            CompressionPolicy::Lz4 => (source == Codec::None).then_some(Codec::Lz4),
-            CompressionPolicy::Exactly(codec) => (source != codec).then_some(codec),
-        };
-        let rewritten = match target {
-            None => None,
-            Some(codec) => {
-                let out = batch::recompress(bytes, codec, limit)
-                    .map_err(|e| LogError::InvalidRecords(e.to_string()))?;
-                // lz4 by default only where it helps; an explicit codec always applies.
-                let keep = config.compression != CompressionPolicy::Lz4 || out.len() < bytes.len();
-                keep.then_some(out)
-            }
-        };
-        let mut stored = match rewritten {
-            Some(c) => {
-                if c.len() > config.max_message_bytes {
-                    return Err(too_large(c.len()));
-                }
-                Cow::Owned(c)
-            }
-            None => Cow::Borrowed(*bytes),
-        };
-        if config.log_append_time && !header.is_control() {
-            // Kafka's LogAppendTime: the batch carries the broker's clock (its max
-            // timestamp and the timestamp-type attribute); consumers use it for every record.
-            batch::set_log_append_time(stored.to_mut(), now_ms);
-        }
-        let header = BatchHeader::parse(&stored)?;
-        out.push((header, stored));
-    }
-    Ok(out)
-}
-
-/// Reads whole batches from `position`, at most `max_bytes` unless the first batch alone is
-/// larger (then that batch, as Kafka does since KIP-74), never past `limit`.
-fn read_whole_batches(
-    file: &File,
-    position: u64,
-    limit: u64,
-    max_bytes: usize,
-) -> std::io::Result<Vec<u8>> {
-    let available = limit.saturating_sub(position) as usize;
-    if available < batch::HEADER_LEN {
-        return Ok(Vec::new());
-    }
-    let mut header = [0u8; batch::HEADER_LEN];
-    file.read_exact_at(&mut header, position)?;
-    let first = BatchHeader::parse(&header)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let want = available.min(max_bytes.max(first.total_len()));
-    let mut bytes = vec![0u8; want];
-    file.read_exact_at(&mut bytes, position)?;
-    let mut end = 0;
-    while end < bytes.len() {
-        match BatchHeader::parse(&bytes[end..]) {
-            Ok(h) if end + h.total_len() <= bytes.len() => end += h.total_len(),
-            _ => break,
-        }
-    }
-    bytes.truncate(end);
-    Ok(bytes)
 }
 
 /// A topic partition as the broker holds it.
@@ -936,35 +607,6 @@ impl Partition {
         let config = self.lock().config().clone();
         let prepared = prepare(batches, &config, now_ms)?;
         self.lock().append_prepared(&prepared, now_ms)
-    }
-
-    /// Reads whole batches from `offset`: located under the lock, read without it.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
-        let plan = self.lock().plan_read(offset, max_bytes)?;
-        plan.execute()
-    }
-
-    /// ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
-    /// with that timestamp; `None` when every record is older. The batch is located under
-    /// the lock and decoded (with bounded decompression) outside it.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
-        let (found, log_start, dir) = {
-            let log = self.lock();
-            (
-                log.batch_for_timestamp(timestamp)?,
-                log.log_start_offset(),
-                log.dir.clone(),
-            )
-        };
-        let Some((file, position, header)) = found else {
-            return Ok(None);
-        };
-        let mut bytes = vec![0u8; header.total_len()];
-        file.read_exact_at(&mut bytes, position)
-            .map_err(|e| LogError::io(&dir, e))?;
-        let found = super::records::first_at_or_after(&bytes, timestamp)
-            .unwrap_or((header.base_offset, header.max_timestamp));
-        Ok(Some((found.0.max(log_start), found.1)))
     }
 
     /// Reopens a fenced log from disk (recovery scan included). Returns true when it did.

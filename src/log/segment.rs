@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
+use super::damage::DamagedAt;
 use super::index::{OffsetIndex, TimeIndex};
 
 /// File name stem of a segment: its base offset, zero-padded to 20 digits as Kafka does.
@@ -38,6 +39,10 @@ pub struct Segment {
     bytes_since_index_entry: u64,
     /// Wall-clock milliseconds of the first append, for `segment.ms` rolling.
     pub created_ms: i64,
+    /// Byte ranges found damaged (quarantined): never served, skipped by every walk.
+    damaged: Vec<(u64, u64)>,
+    /// Every batch of this (sealed) segment was verified since it was opened.
+    pub scrubbed: bool,
 }
 
 impl Segment {
@@ -69,6 +74,8 @@ impl Segment {
             next_offset: base_offset,
             bytes_since_index_entry: 0,
             created_ms: now_ms,
+            damaged: Vec::new(),
+            scrubbed: false,
         })
     }
 
@@ -95,6 +102,8 @@ impl Segment {
             next_offset: base_offset,
             bytes_since_index_entry: 0,
             created_ms: now_ms,
+            damaged: Vec::new(),
+            scrubbed: false,
         };
         let mut report = ScanReport::default();
         let mut position = 0u64;
@@ -173,6 +182,8 @@ impl Segment {
             next_offset: base_offset,
             bytes_since_index_entry: 0,
             created_ms: now_ms,
+            damaged: Vec::new(),
+            scrubbed: false,
         };
         if size == 0 {
             return Ok(Some(segment));
@@ -244,21 +255,33 @@ impl Segment {
         Ok(())
     }
 
+    /// Where a walk that reached `position` continues: past any quarantined range.
+    fn skip_damaged(&self, position: u64) -> u64 {
+        self.damaged
+            .iter()
+            .find(|(start, end)| (*start..*end).contains(&position))
+            .map_or(position, |(_, end)| *end)
+    }
+
     /// Byte position of the batch containing `offset` (or the first batch after it), if
-    /// that batch starts before `limit`.
+    /// that batch starts before `limit`. A header that does not parse is an error carrying
+    /// [`DamagedAt`], for the caller to quarantine.
     pub fn find_position(&self, offset: i64, limit: u64) -> io::Result<Option<u64>> {
         let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         let mut position = self.index.lookup(relative)?;
         let mut buf = [0u8; HEADER_LEN];
-        while position < limit {
+        loop {
+            position = self.skip_damaged(position);
+            if position >= limit {
+                return Ok(None);
+            }
             self.log.read_exact_at(&mut buf, position)?;
-            let header = BatchHeader::parse(&buf).map_err(corrupt)?;
+            let header = BatchHeader::parse(&buf).map_err(|e| damaged_at(position, e))?;
             if header.last_offset() >= offset {
                 return Ok(Some(position));
             }
             position += header.total_len() as u64;
         }
-        Ok(None)
     }
 
     /// Headers of the batches from `position` up to `limit`, with their positions.
@@ -269,13 +292,57 @@ impl Segment {
     ) -> io::Result<Vec<(u64, BatchHeader)>> {
         let mut out = Vec::new();
         let mut buf = [0u8; HEADER_LEN];
-        while position < limit {
+        loop {
+            position = self.skip_damaged(position);
+            if position >= limit {
+                return Ok(out);
+            }
             self.log.read_exact_at(&mut buf, position)?;
-            let header = BatchHeader::parse(&buf).map_err(corrupt)?;
+            let header = BatchHeader::parse(&buf).map_err(|e| damaged_at(position, e))?;
             out.push((position, header));
             position += header.total_len() as u64;
         }
-        Ok(out)
+    }
+
+    /// Quarantines the damaged bytes at `position`: up to the next intact batch (or the
+    /// segment end). Returns the range. Reads never serve it again.
+    pub fn quarantine(&mut self, position: u64) -> io::Result<(u64, u64)> {
+        if let Some(range) = self
+            .damaged
+            .iter()
+            .find(|(start, end)| (*start..*end).contains(&position))
+        {
+            return Ok(*range);
+        }
+        let after = self
+            .headers_before(position)
+            .map_or(self.base_offset, |h| h.next_offset());
+        let end = super::damage::next_intact_batch(&self.log, position, self.size, after)?;
+        self.damaged.push((position, end));
+        self.damaged.sort_unstable();
+        Ok((position, end))
+    }
+
+    /// The header of the last intact batch before `position`, if any (best effort).
+    fn headers_before(&self, position: u64) -> Option<BatchHeader> {
+        let mut at = 0u64;
+        let mut last = None;
+        let mut buf = [0u8; HEADER_LEN];
+        while at < position {
+            at = self.skip_damaged(at);
+            if at >= position || self.log.read_exact_at(&mut buf, at).is_err() {
+                break;
+            }
+            let header = BatchHeader::parse(&buf).ok()?;
+            last = Some(header);
+            at += header.total_len() as u64;
+        }
+        last
+    }
+
+    /// Quarantined ranges of this segment.
+    pub fn damaged(&self) -> &[(u64, u64)] {
+        &self.damaged
     }
 
     /// Starting point for a search by timestamp.
@@ -286,6 +353,7 @@ impl Segment {
     /// Truncates the segment so that it ends at `position` (a batch boundary).
     pub fn truncate_to(&mut self, position: u64, next_offset: i64) -> io::Result<()> {
         self.log.set_len(position)?;
+        self.damaged.retain(|(start, _)| *start < position);
         self.index.truncate_to_position(position)?;
         // Cheap to rebuild and rarely needed: the max timestamps are recomputed.
         self.time_index.clear()?;
@@ -356,6 +424,10 @@ impl Segment {
     }
 }
 
-fn corrupt(e: BatchError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
+fn damaged_at(position: u64, e: BatchError) -> io::Error {
+    DamagedAt {
+        position,
+        reason: e.to_string(),
+    }
+    .into_io()
 }

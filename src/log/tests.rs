@@ -477,3 +477,95 @@ fn every_kafka_codec_is_a_compression_type_and_batches_are_recompressed() {
         }
     }
 }
+
+/// Positions of the batches in a segment file.
+fn batch_positions(path: &Path) -> Vec<(u64, BatchHeader)> {
+    let bytes = std::fs::read(path).expect("segment");
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let header = BatchHeader::parse(&bytes[at..]).expect("header");
+        out.push((at as u64, header));
+        at += header.total_len();
+    }
+    out
+}
+
+#[test]
+fn damage_in_sealed_segments_is_never_served_and_never_stops_the_log() {
+    use super::partition::Partition;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        compression: CompressionPolicy::Producer,
+        ..config(2 * 1024)
+    };
+    let (mut log, _) = Log::open(dir.path(), cfg.clone(), NOW).expect("open");
+    for i in 0..12u8 {
+        append_durable(&mut log, 2, &[b'a' + i; 300]);
+    }
+    log.close().expect("close");
+    let segments = log.segment_count();
+    assert!(segments >= 4, "{segments} segments");
+    drop(log);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    // 1. One flipped byte in a record value of the first (sealed, trusted) segment.
+    let first = batch_positions(&files[0]);
+    let victim = first[1].0 + 100;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[0])
+        .expect("open");
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, victim).expect("read");
+    f.write_all_at(&[b[0] ^ 0x20], victim).expect("flip");
+    // 2. A corrupted batch length in the second-newest segment.
+    let second_newest = &files[files.len() - 2];
+    let positions = batch_positions(second_newest);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(second_newest)
+        .expect("open");
+    f.write_all_at(&[0, 0, 0, 7], positions[0].0 + 8)
+        .expect("length");
+    drop(f);
+
+    let (log, _) = Log::open(dir.path(), cfg, NOW).expect("the log always opens");
+    let end = log.log_end_offset();
+    let partition = Partition::new("t", 0, log);
+    let mut served = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let read = partition
+            .read(offset, 1 << 20)
+            .expect("reads go on past damage");
+        if read.bytes.is_empty() {
+            break;
+        }
+        let mut rest = &read.bytes[..];
+        while !rest.is_empty() {
+            let header = batch::validate(&rest[..BatchHeader::parse(rest).expect("h").total_len()])
+                .expect("every served batch passes its CRC");
+            served.push(header.base_offset);
+            offset = header.next_offset();
+            rest = &rest[header.total_len()..];
+        }
+    }
+    assert_eq!(
+        partition.lock().quarantined(),
+        2,
+        "two damaged ranges quarantined"
+    );
+    assert!(
+        !served.contains(&first[1].1.base_offset),
+        "the flipped batch is never served"
+    );
+    assert_eq!(offset, end, "everything after the damage is still served");
+    assert_eq!(served.len(), 12 - 2);
+}
