@@ -53,7 +53,8 @@ pub struct RecoveryReport {
     pub segments: usize,
     pub scanned_segments: usize,
     pub truncated_bytes: u64,
-    pub quarantined: Vec<PathBuf>,
+    /// Damaged ranges quarantined in sealed segments.
+    pub quarantined: u64,
 }
 
 /// Result of one retention pass.
@@ -154,20 +155,14 @@ impl Log {
                     if scan.truncated_bytes > 0 {
                         report.truncated_bytes += scan.truncated_bytes;
                         let why = scan.stopped_by.unwrap_or_default();
-                        if is_last {
-                            warn!(dir = %dir.display(), base, bytes = scan.truncated_bytes, %why,
-                                "recovery truncated the torn tail of the active segment");
-                        } else {
-                            let copy = dir.join(format!(
-                                "{}.log.quarantined",
-                                super::segment::file_stem(base)
-                            ));
-                            error!(dir = %dir.display(), base, bytes = scan.truncated_bytes, %why,
-                                quarantined = %copy.display(),
-                                "corruption in a sealed segment: damaged copy quarantined, valid prefix kept");
-                            report.quarantined.push(copy);
-                        }
+                        warn!(dir = %dir.display(), base, bytes = scan.truncated_bytes, %why,
+                            "recovery truncated the torn tail of the active segment");
                     }
+                    for (from, to, why) in &scan.damaged {
+                        error!(dir = %dir.display(), segment = base, from_byte = from, to_byte = to, %why,
+                            "damaged batch in a sealed segment quarantined: never served, the batches after it are kept");
+                    }
+                    report.quarantined += scan.damaged.len() as u64;
                     segment
                 }
             };
@@ -196,7 +191,7 @@ impl Log {
             unsealed: BTreeSet::new(),
             dir_changes: 0,
             dir_synced: 0,
-            quarantined: 0,
+            quarantined: report.quarantined,
         };
         let end = log.log_end_offset();
         log.rebuild_producer_states();

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::batch::{self, BatchError, BatchHeader, HEADER_LEN};
+use super::batch::{BatchError, BatchHeader, HEADER_LEN};
 use super::damage::DamagedAt;
 use super::index::{OffsetIndex, TimeIndex};
 
@@ -25,6 +25,8 @@ pub struct ScanReport {
     pub truncated_bytes: u64,
     /// Why the scan stopped early, if it did.
     pub stopped_by: Option<String>,
+    /// Damaged ranges quarantined in a sealed segment: (from byte, to byte, why).
+    pub damaged: Vec<(u64, u64, String)>,
 }
 
 #[derive(Debug)]
@@ -107,51 +109,46 @@ impl Segment {
         };
         let mut report = ScanReport::default();
         let mut position = 0u64;
-        let mut header_buf = [0u8; HEADER_LEN];
         while position < file_len {
-            let stop = |why: String| Some(why);
-            if file_len - position < HEADER_LEN as u64 {
-                report.stopped_by = stop(format!("torn batch header at byte {position}"));
-                break;
-            }
-            segment.log.read_exact_at(&mut header_buf, position)?;
-            let header = match BatchHeader::parse(&header_buf) {
-                Ok(h) => h,
-                Err(e) => {
-                    report.stopped_by = stop(format!("bad batch header at byte {position}: {e}"));
+            let checked = match super::damage::check_batch_at(&segment.log, position, file_len)? {
+                Ok(header) if header.base_offset < segment.next_offset => Err(format!(
+                    "offset {} goes backwards (expected >= {})",
+                    header.base_offset, segment.next_offset
+                )),
+                other => other,
+            };
+            match checked {
+                Ok(header) => {
+                    let len = header.total_len() as u64;
+                    segment.index_batch(&header, position, len, index_interval)?;
+                    segment.next_offset = header.next_offset();
+                    position += len;
+                    report.batches += 1;
+                }
+                Err(why) if quarantine_damage => {
+                    // A sealed segment: its bytes were acknowledged and synced. Damage is
+                    // quarantined in place; the intact batches after it stay served.
+                    let resume = super::damage::next_intact_batch(
+                        &segment.log,
+                        position,
+                        file_len,
+                        segment.next_offset,
+                    )?;
+                    segment.damaged.push((position, resume));
+                    report
+                        .damaged
+                        .push((position, resume, format!("byte {position}: {why}")));
+                    position = resume;
+                }
+                Err(why) => {
+                    // The active segment: a crash tore its tail; everything from the
+                    // first bad batch on was never acknowledged.
+                    report.stopped_by = Some(format!("byte {position}: {why}"));
                     break;
                 }
-            };
-            let len = header.total_len() as u64;
-            if position + len > file_len {
-                report.stopped_by = stop(format!(
-                    "torn batch at byte {position}: {len} bytes announced, {} present",
-                    file_len - position
-                ));
-                break;
             }
-            if header.base_offset < segment.next_offset {
-                report.stopped_by = stop(format!(
-                    "offset {} at byte {position} goes backwards (expected >= {})",
-                    header.base_offset, segment.next_offset
-                ));
-                break;
-            }
-            let mut bytes = vec![0u8; len as usize];
-            segment.log.read_exact_at(&mut bytes, position)?;
-            if let Err(e) = batch::validate(&bytes) {
-                report.stopped_by = stop(format!("corrupt batch at byte {position}: {e}"));
-                break;
-            }
-            segment.index_batch(&header, position, len, index_interval)?;
-            segment.next_offset = header.next_offset();
-            position += len;
-            report.batches += 1;
         }
         if position < file_len {
-            if quarantine_damage {
-                Self::quarantine_copy(dir, base_offset)?;
-            }
             segment.log.set_len(position)?;
             segment.log.sync_all()?;
             report.truncated_bytes = file_len - position;
@@ -412,15 +409,6 @@ impl Segment {
             }
         }
         Ok(())
-    }
-
-    /// Moves a segment whose sealed bytes failed their check out of the way, keeping it for
-    /// inspection: `<base>.log.quarantined`.
-    pub fn quarantine_copy(dir: &Path, base_offset: i64) -> io::Result<PathBuf> {
-        let (log, _, _) = Self::paths(dir, base_offset);
-        let target = dir.join(format!("{}.log.quarantined", file_stem(base_offset)));
-        std::fs::copy(&log, &target)?;
-        Ok(target)
     }
 }
 

@@ -211,9 +211,14 @@ fn damage_in_a_sealed_segment_is_quarantined_and_the_rest_kept() {
         .expect("open segment");
     file.write_all_at(&[0xff; 8], 700).expect("damage");
     let (log, report) = Log::open(dir.path(), cfg, NOW).expect("reopen");
-    assert_eq!(report.quarantined.len(), 1, "{report:?}");
-    assert!(report.quarantined[0].exists());
+    assert_eq!(report.quarantined, 1, "{report:?}");
+    assert_eq!(report.truncated_bytes, 0, "a sealed segment is never cut");
     assert_eq!(log.log_end_offset(), end, "later segments are kept");
+    assert_eq!(
+        read_all(&log).len(),
+        12 - 1,
+        "only the damaged batch is missing"
+    );
 }
 
 proptest! {

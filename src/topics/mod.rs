@@ -238,12 +238,12 @@ impl Topics {
         for p in 0..file.partitions {
             let pdir = dir.join(p.to_string());
             let (log, report) = Log::open(&pdir, log_config.clone(), now)?;
-            if report.truncated_bytes > 0 || !report.quarantined.is_empty() {
+            if report.truncated_bytes > 0 || report.quarantined > 0 {
                 warn!(
                     topic = name,
                     partition = p,
                     truncated = report.truncated_bytes,
-                    quarantined = report.quarantined.len(),
+                    quarantined = report.quarantined,
                     "partition recovered with repairs"
                 );
             }

@@ -118,7 +118,10 @@ impl Tern {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).expect("tern is running")
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("tern is running")
     }
 
     pub fn kill9(&mut self) {
@@ -215,7 +218,12 @@ pub fn fault_env(control: &Path) -> Vec<(String, String)> {
     ]
 }
 
-pub async fn create_topic(client: &mut KafkaClient, name: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+pub async fn create_topic(
+    client: &mut KafkaClient,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> i16 {
     use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
     let topic = CreatableTopic::default()
         .with_name(TopicName(s(name)))
@@ -224,7 +232,11 @@ pub async fn create_topic(client: &mut KafkaClient, name: &str, partitions: i32,
         .with_configs(
             configs
                 .iter()
-                .map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v))))
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                })
                 .collect(),
         );
     let request = CreateTopicsRequest::default()
@@ -241,7 +253,7 @@ pub fn batch(prefix: &str, count: usize) -> Bytes {
             key: Some(Bytes::from(format!("k{i}"))),
             value: Bytes::from(format!("{prefix}-{i}")),
             headers: Vec::new(),
-            timestamp: 1_767_225_600_000 + i as i64,
+            timestamp: tern::log::now_ms(),
         })
         .collect();
     encode_batch(&records).expect("encode batch")
@@ -259,7 +271,12 @@ pub fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -
 }
 
 /// Produces with acks=all; returns (error code, base offset).
-pub async fn produce(client: &mut KafkaClient, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+pub async fn produce(
+    client: &mut KafkaClient,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> (i16, i64) {
     let (response, _): (ProduceResponse, _) = client
         .send(&produce_request(topic, partition, records, -1), 3..=9)
         .await
@@ -283,7 +300,12 @@ pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_bytes: i32) -
 }
 
 /// Every record value from `offset` to the high watermark, decoded.
-pub async fn fetch_values(client: &mut KafkaClient, topic: &str, partition: i32, mut offset: i64) -> Vec<(i64, String)> {
+pub async fn fetch_values(
+    client: &mut KafkaClient,
+    topic: &str,
+    partition: i32,
+    mut offset: i64,
+) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     loop {
         let (response, _) = client
@@ -300,7 +322,10 @@ pub async fn fetch_values(client: &mut KafkaClient, topic: &str, partition: i32,
         let before = offset;
         for r in decoded {
             if r.offset >= offset {
-                out.push((r.offset, String::from_utf8_lossy(&r.value.unwrap_or_default()).to_string()));
+                out.push((
+                    r.offset,
+                    String::from_utf8_lossy(&r.value.unwrap_or_default()).to_string(),
+                ));
                 offset = r.offset + 1;
             }
         }
