@@ -303,6 +303,9 @@ impl Coordinator {
                 .filter_map(|c| c.as_ref().ok().cloned())
                 .collect();
             let (mut left, replies) = group.leave(now, &ids);
+            if group.is_idle() {
+                groups.remove(group_id);
+            }
             left.reverse();
             let results = checked
                 .into_iter()

@@ -675,6 +675,8 @@ impl Group {
                     }
                     results.push(Ok(()));
                 }
+                // A member that got its id (MEMBER_ID_REQUIRED) and leaves before joining.
+                None if self.pending.remove(id).is_some() => results.push(Ok(())),
                 None => results.push(Err(GroupError::UnknownMemberId)),
             }
         }

@@ -123,7 +123,7 @@ async fn read_requests(
     shutdown: &CancellationToken,
 ) -> Result<(), Option<String>> {
     let max = broker.config.kafka.max_request_bytes;
-    let fetch_slot = Arc::new(tokio::sync::Semaphore::new(1));
+    let fetch_queue = api::FetchQueue::new();
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -166,7 +166,7 @@ async fn read_requests(
                 .map_err(|e| Some(format!("malformed request header: {e}")))?;
         let response_header = response_header(header.correlation_id, api, version).map_err(Some)?;
         let context = api::RequestContext {
-            fetch_slot: Arc::clone(&fetch_slot),
+            fetch_queue: Arc::clone(&fetch_queue),
             client_id: header
                 .client_id
                 .as_ref()
@@ -227,6 +227,11 @@ async fn write_responses(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing
         let (header, body) = match outgoing {
             Outgoing::Ready { header, body } => (header, body),
             Outgoing::Waiting { header, task } => {
+                // Answers written so far must not wait in the buffer behind one that is
+                // still being worked on (a long poll, a fetch waiting for memory).
+                if !task.is_finished() && writer.flush().await.is_err() {
+                    return;
+                }
                 let body = task
                     .await
                     .unwrap_or_else(|e| Err(format!("request handler failed: {e}")));

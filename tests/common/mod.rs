@@ -73,13 +73,20 @@ impl Tern {
     }
 
     fn launch(&mut self) {
-        let config = format!(
-            "[broker]\ndata_dir = \"{}\"\n[kafka]\nlisten = \"{}\"\n[http]\nlisten = \"{}\"\n{}",
-            self.data_dir().display(),
-            self.kafka,
-            self.http,
-            self.extra
-        );
+        // The test's own settings, merged with the directory and ports of this process.
+        let mut config: toml::Table = toml::from_str(&self.extra).expect("test config is TOML");
+        let mut set = |section: &str, key: &str, value: String| {
+            let table = config
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = table {
+                t.insert(key.to_string(), toml::Value::String(value));
+            }
+        };
+        set("broker", "data_dir", self.data_dir().display().to_string());
+        set("kafka", "listen", self.kafka.clone());
+        set("http", "listen", self.http.clone());
+        let config = toml::to_string(&config).expect("config serialises");
         let config_path = self.dir.path().join("tern.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::OpenOptions::new()

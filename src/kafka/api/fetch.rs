@@ -9,7 +9,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::{encode, Reply};
@@ -20,19 +22,68 @@ use crate::log::batch::BatchHeader;
 /// Upper bound on a long poll, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// Serialises the Fetch requests of one connection in request order: a fetch starts when
+/// the previous one's response has been written. Tickets are drawn in request order (in
+/// the connection's reader), so a later fetch can never take the turn of an earlier one
+/// whose response the connection must write first.
+pub struct FetchQueue {
+    next: AtomicU64,
+    serving: watch::Sender<u64>,
+}
+
+/// A place in a connection's fetch queue.
+pub struct FetchTicket {
+    queue: Arc<FetchQueue>,
+    number: u64,
+}
+
+/// A fetch's turn; the next fetch of the connection starts when this is dropped.
+pub struct FetchTurn {
+    queue: Arc<FetchQueue>,
+}
+
+impl FetchQueue {
+    pub fn new() -> Arc<FetchQueue> {
+        Arc::new(FetchQueue {
+            next: AtomicU64::new(0),
+            serving: watch::channel(0).0,
+        })
+    }
+
+    pub fn ticket(self: &Arc<Self>) -> FetchTicket {
+        FetchTicket {
+            queue: Arc::clone(self),
+            number: self.next.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl FetchTicket {
+    async fn turn(self) -> FetchTurn {
+        let mut serving = self.queue.serving.subscribe();
+        // The sender lives in the queue this ticket holds: waiting cannot fail.
+        let _ = serving.wait_for(|n| *n == self.number).await;
+        FetchTurn { queue: self.queue }
+    }
+}
+
+impl Drop for FetchTurn {
+    fn drop(&mut self) {
+        self.queue.serving.send_modify(|n| *n += 1);
+    }
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     request: FetchRequest,
     version: i16,
-    slot: Arc<Semaphore>,
+    ticket: FetchTicket,
 ) -> Reply {
     let broker = Arc::clone(broker);
     Reply::Later(Box::pin(async move {
-        // One response per connection in memory at a time (see RequestContext::fetch_slot).
-        let slot = slot
-            .acquire_owned()
-            .await
-            .map_err(|_| "connection closing".to_string())?;
+        // One response per connection in memory at a time, in request order.
+        let turn = ticket.turn().await;
+
         let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let deadline = Instant::now() + wait;
         let min_bytes = request.min_bytes.max(0) as usize;
@@ -50,6 +101,7 @@ pub fn handle(
             };
             let (response, bytes, errors) =
                 read_all(&broker, &request, version, permit.num_permits() * KIB);
+
             // Keep what the read took (one first batch may exceed the reservation, as in
             // Kafka's KIP-74); return the rest at once.
             let needed = bytes.div_ceil(KIB).max(1);
@@ -66,7 +118,7 @@ pub fn handle(
             if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline {
                 account(&broker, &response);
                 let mut body = encode(&response, version)?;
-                body.hold = vec![slot, permit];
+                body.hold = vec![Box::new(turn), Box::new(permit)];
                 return Ok(body);
             }
             drop(permit);

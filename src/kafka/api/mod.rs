@@ -80,8 +80,10 @@ pub struct RequestContext {
     pub peer: std::net::SocketAddr,
     /// One Fetch response of this connection is prepared or queued at a time: a client
     /// that pipelines fetches without reading the answers holds one response, not sixteen.
-    pub fetch_slot: Arc<tokio::sync::Semaphore>,
+    pub fetch_queue: Arc<FetchQueue>,
 }
+
+pub use fetch::FetchQueue;
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
@@ -90,11 +92,11 @@ pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, min, max)| (*min, *max))
 }
 
-/// An encoded response body (without the response header), with the memory-budget
-/// permits it holds until the connection has written it.
+/// An encoded response body (without the response header), with what it holds until the
+/// connection has written it (memory-budget permits, its connection's fetch turn).
 pub struct Encoded {
     pub bytes: BytesMut,
-    pub hold: Vec<tokio::sync::OwnedSemaphorePermit>,
+    pub hold: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 pub type Body = Result<Encoded, String>;
@@ -199,7 +201,7 @@ fn handle(
             broker,
             decode(api, version, body)?,
             version,
-            Arc::clone(&context.fetch_slot),
+            context.fetch_queue.ticket(),
         ),
         ApiKey::ListOffsets => Reply::now(
             list_offsets::handle(broker, decode(api, version, body)?),
