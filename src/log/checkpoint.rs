@@ -48,3 +48,26 @@ pub fn remove_stale_temporaries(dir: &Path, names: &[&str]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Creates `dir` and any missing parents, each followed by an fsync of its parent, so that
+/// the new directories survive a power cut (a directory entry is durable only once the
+/// directory holding it is synced). Returns whether anything was created.
+pub fn create_dir_durably(dir: &Path) -> io::Result<bool> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sync_dir(parent)?;
+    Ok(true)
+}

@@ -116,14 +116,8 @@ impl Log {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<(Log, RecoveryReport), LogError> {
-        let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        if created {
-            // The new directory's own entry must be durable before anything in it is.
-            if let Some(parent) = dir.parent() {
-                checkpoint::sync_dir(parent).map_err(|e| LogError::io(parent, e))?;
-            }
-        }
+        // The new directory's own entry must be durable before anything in it is.
+        checkpoint::create_dir_durably(dir).map_err(|e| LogError::io(dir, e))?;
         checkpoint::remove_stale_temporaries(dir, &[RECOVERY_POINT, LOG_START_OFFSET])
             .map_err(|e| LogError::io(dir, e))?;
         let bases = segment_bases(dir).map_err(|e| LogError::io(dir, e))?;

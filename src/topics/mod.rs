@@ -184,7 +184,7 @@ impl Topics {
     /// Loads every topic under `<data_dir>/topics`, recovering each partition's log.
     pub fn open(data_dir: &Path, defaults: Defaults) -> Result<Topics, TopicError> {
         let root = data_dir.join("topics");
-        std::fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
+        checkpoint::create_dir_durably(&root).map_err(|e| io_err(&root, e))?;
         let topics = Topics {
             root: root.clone(),
             defaults,
@@ -336,7 +336,7 @@ impl Topics {
                 // Left by a creation that crashed before its topic.toml was written.
                 std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
             }
-            std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            checkpoint::create_dir_durably(&dir).map_err(|e| io_err(&dir, e))?;
             let log_config = self.defaults.log_config(&configs);
             let now = log::now_ms();
             let mut logs = Vec::new();
