@@ -287,7 +287,7 @@ async fn damaged_sealed_segments_are_quarantined_and_tern_check_reports_them() {
     f.write_all_at(&[0, 0, 0, 3], 8).expect("length");
     drop(f);
 
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+    let check = std::process::Command::new(tern_binary())
         .arg("check")
         .arg(tern.data_dir())
         .output()

@@ -19,6 +19,14 @@ use kafka_protocol::protocol::StrBytes;
 use tern::client::records::{encode_batch, Outgoing};
 use tern::client::KafkaClient;
 
+/// The tern binary under test: this build, or another one named by `TERN_BIN` (to show
+/// that a regression test fails on an older tern).
+pub fn tern_binary() -> PathBuf {
+    std::env::var_os("TERN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tern")))
+}
+
 pub fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
@@ -95,7 +103,7 @@ impl Tern {
             .open(self.log_path())
             .expect("log file");
         self.starts += 1;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        let mut command = Command::new(tern_binary());
         command
             .arg("serve")
             .arg("--config")
