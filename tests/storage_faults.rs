@@ -27,7 +27,11 @@ const KAFKA_STORAGE_ERROR: i16 = 56;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_failed_fsync_no_lost_write_is_ever_acknowledged() {
     let control = tempfile::NamedTempFile::new().expect("control file");
-    let tern = Tern::start_with_env("", fault_env(control.path()));
+    // A short group-commit linger, as on an SD card: appends gather while a sync waits.
+    let tern = Tern::start_with_env(
+        "[storage]\nflush_linger_ms = 20\n",
+        fault_env(control.path()),
+    );
     let mut admin = tern.client().await;
     assert_eq!(
         create_topic(&mut admin, "t", 1, &[("compression.type", "producer")]).await,
@@ -43,22 +47,43 @@ async fn after_a_failed_fsync_no_lost_write_is_ever_acknowledged() {
                 .await
                 .expect("connect");
             let (mut acked, mut failed) = (Vec::new(), 0u32);
+            // Four requests in flight per connection, as librdkafka pipelines them.
+            let mut in_flight = std::collections::VecDeque::new();
             let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let prefix = format!("p{p}-{n}");
-                let (code, base) = produce(&mut client, "t", 0, batch(&prefix, 3)).await;
-                match code {
-                    0 => acked.push((base, prefix)),
+            loop {
+                let stopping = stop.load(Ordering::Relaxed);
+                if !stopping && in_flight.len() < 4 {
+                    let prefix = format!("p{p}-{n}");
+                    let request = produce_request("t", 0, batch(&prefix, 3), -1);
+                    let id = client.submit(&request, 9).await.expect("write");
+                    in_flight.push_back((id, prefix));
+                    n += 1;
+                    continue;
+                }
+                let Some((id, prefix)) = in_flight.pop_front() else {
+                    break;
+                };
+                let response = client
+                    .receive::<kafka_protocol::messages::ProduceRequest>(9, id)
+                    .await
+                    .expect("response");
+                let r = &response.responses[0].partition_responses[0];
+                match r.error_code {
+                    0 => acked.push((r.base_offset, prefix)),
                     KAFKA_STORAGE_ERROR => failed += 1,
                     other => panic!("unexpected error {other}"),
                 }
-                n += 1;
             }
             (acked, failed)
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    std::fs::write(control.path(), "eio-once first topics/t/0/\n").expect("arm the fault");
+    // Slow fsyncs, the first of them failing: appends land while it is in flight.
+    std::fs::write(
+        control.path(),
+        "delay-ms 100 topics/t/0/\neio-once first topics/t/0/\n",
+    )
+    .expect("arm the fault");
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
@@ -79,14 +104,6 @@ async fn after_a_failed_fsync_no_lost_write_is_ever_acknowledged() {
         failed >= 1,
         "the producers waiting on the failed fsync were told"
     );
-    assert!(
-        tern.log().contains("partition fenced"),
-        "the fencing is logged"
-    );
-    assert!(tern.metric("tern_fsync_errors_total") >= 1.0);
-    // The partition was reopened and took writes again after the failure.
-    let (code, _) = produce(&mut admin, "t", 0, batch("after", 1)).await;
-    assert_eq!(code, 0, "appends resume once the partition is reopened");
     let stored: BTreeMap<i64, String> = fetch_values(&mut admin, "t", 0, 0)
         .await
         .into_iter()
@@ -106,6 +123,14 @@ async fn after_a_failed_fsync_no_lost_write_is_ever_acknowledged() {
         "the producers made progress: {}",
         acked.len()
     );
+    assert!(
+        tern.log().contains("partition fenced"),
+        "the fencing is logged"
+    );
+    assert!(tern.metric("tern_fsync_errors_total") >= 1.0);
+    // The partition was reopened and took writes again after the failure.
+    let (code, _) = produce(&mut admin, "t", 0, batch("after", 1)).await;
+    assert_eq!(code, 0, "appends resume once the partition is reopened");
 }
 
 /// A2 with a disk that keeps failing: every produce fails (nothing is acknowledged), and

@@ -3,11 +3,11 @@
  * down on demand, the way a dying SD card or a full disk does.
  *
  * The control file named by TERN_FSYNC_FAULT is read on every call (tests rewrite it
- * while tern runs). One rule per line; the first matching rule applies:
+ * while tern runs). One rule per line; delays add up, the first matching failure applies:
  *
  *   eio-once <id> <path substring>   fail the first matching call with EIO, once per <id>
  *   eio <path substring>             fail every matching call with EIO
- *   delay-ms <n> <path substring>    sleep n milliseconds, then sync for real
+ *   delay-ms <n> <path substring>    sleep n milliseconds first (then sync, or fail)
  *
  * The path substring is matched against /proc/self/fd/<fd>; "*" matches every file.
  * Every injected failure is appended to <control file>.log, one line per call.
@@ -85,8 +85,8 @@ static int decide(int fd) {
             continue;
         }
         if (strcmp(kind, "delay-ms") == 0) {
-            delay = atol(a);
-            break;
+            delay += atol(a);
+            continue;
         }
     }
     fclose(f);
