@@ -122,9 +122,21 @@ fn run_client<F: std::future::Future<Output = Result<(), tern::client::ClientErr
 }
 
 fn main() {
+    limit_malloc_arenas();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// glibc gives every thread that allocates concurrently its own arena, each reserving
+/// 64 MiB of address space: on a gateway that is memory (fragmentation) and address space
+/// (a 32-bit Pi, systemd's `LimitAS`) for nothing. Two arenas serve tern's few threads.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -513,3 +513,47 @@ async fn the_offsets_topic_is_read_only_for_clients() {
     let (r, _) = client.send(&request, 1..=5).await.expect("DeleteTopics");
     assert_ne!(r.responses[0].error_code, 0);
 }
+
+/// B12: under an address-space limit of 400 MB (systemd's LimitAS, a 32-bit Pi) a
+/// legitimate 80 MiB Produce aborted tern: the custom allocator copied large blocks where
+/// the system allocator moves them, the frame buffer doubled to 128 MiB, and glibc's
+/// per-thread arenas reserved address space. It is now answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_produce_under_an_address_space_limit_is_answered() {
+    let tern = Tern::start_with_address_space_limit("", 400_000_000);
+    let mut client = tern.client().await;
+    assert_eq!(
+        create_topic(&mut client, "big", 1, &[("compression.type", "producer")]).await,
+        0
+    );
+    let value: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut records = Vec::new();
+    for _ in 0..84 {
+        records.extend_from_slice(
+            &tern::client::records::encode_batch(&[tern::client::records::Outgoing {
+                key: None,
+                value: Bytes::from(value.clone()),
+                headers: Vec::new(),
+                timestamp: tern::log::now_ms(),
+            }])
+            .expect("batch"),
+        );
+    }
+    assert!(records.len() > 80 << 20, "{} bytes", records.len());
+    let request = produce_request("big", 0, Bytes::from(records), -1);
+    let outcome = client.send(&request, 3..=9).await;
+    let response = outcome.unwrap_or_else(|e| panic!("produce failed: {e}\n{}", tern.log()));
+    let p = &response.0.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 0),
+        "the 80 MiB produce is stored"
+    );
+    let (r, _) = client
+        .send(&ApiVersionsRequest::default(), 0..=3)
+        .await
+        .expect("tern still answers");
+    assert_eq!(r.error_code, 0);
+}

@@ -104,11 +104,20 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<Option<Bytes
     if size < MIN_REQUEST_BYTES as i64 || size > max as i64 {
         return Err(FrameError::BadSize(size, max));
     }
-    // Grow with what actually arrives rather than trusting the prefix up front.
-    let mut body = Vec::with_capacity((size as usize).min(64 * 1024));
-    let read = reader.take(size as u64).read_to_end(&mut body).await?;
-    if read != size as usize {
-        return Err(FrameError::Truncated);
+    // Grow with what actually arrives rather than trusting the prefix up front, doubling
+    // but never past the announced size (an 80 MiB frame takes 80 MiB, not 128).
+    let size = size as usize;
+    let mut body: Vec<u8> = Vec::with_capacity(size.min(64 * 1024));
+    while body.len() < size {
+        if body.len() == body.capacity() {
+            let target = (body.capacity() * 2).min(size);
+            body.reserve_exact(target - body.len());
+        }
+        let room = (body.capacity() - body.len()).min(size - body.len());
+        let read = (&mut *reader).take(room as u64).read_buf(&mut body).await?;
+        if read == 0 {
+            return Err(FrameError::Truncated);
+        }
     }
     Ok(Some(Bytes::from(body)))
 }

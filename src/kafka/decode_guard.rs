@@ -3,31 +3,26 @@
 //! clean error instead of an abort: sizes that overflow `isize` (possible on 32-bit ARM)
 //! make `Vec` panic, and that panic is caught here.
 
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use kafka_protocol::protocol::Decodable;
-
-thread_local! {
-    static DECODING: Cell<bool> = const { Cell::new(false) };
-}
 
 /// Installs a panic hook that stays quiet for panics this module catches (the request is
 /// logged as malformed instead) and reports every other panic as before.
 pub fn install_quiet_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !DECODING.with(Cell::get) {
+        if !crate::alloc::is_decoding() {
             default(info);
         }
     }));
 }
 
 pub fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
-    DECODING.with(|d| d.set(true));
+    crate::alloc::set_decoding(true);
     let outcome = catch_unwind(AssertUnwindSafe(|| T::decode(body, version)));
-    DECODING.with(|d| d.set(false));
+    crate::alloc::set_decoding(false);
     match outcome {
         Ok(Ok(message)) => Ok(message),
         Ok(Err(e)) => Err(format!("{e:#}")),

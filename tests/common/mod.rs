@@ -46,6 +46,8 @@ pub struct Tern {
     extra: String,
     env: Vec<(String, String)>,
     starts: u32,
+    /// RLIMIT_AS for the process (systemd's LimitAS), if any.
+    pub address_space_limit: Option<u64>,
 }
 
 impl Tern {
@@ -62,6 +64,23 @@ impl Tern {
             extra: extra_config.to_string(),
             env,
             starts: 0,
+            address_space_limit: None,
+        };
+        tern.launch();
+        tern
+    }
+
+    /// A tern whose address space is limited to `bytes` (setrlimit RLIMIT_AS).
+    pub fn start_with_address_space_limit(extra_config: &str, bytes: u64) -> Tern {
+        let mut tern = Tern {
+            child: None,
+            dir: tempfile::tempdir().expect("temporary directory"),
+            kafka: format!("127.0.0.1:{}", free_port()),
+            http: format!("127.0.0.1:{}", free_port()),
+            extra: extra_config.to_string(),
+            env: Vec::new(),
+            starts: 0,
+            address_space_limit: Some(bytes),
         };
         tern.launch();
         tern
@@ -113,6 +132,22 @@ impl Tern {
             .stderr(log);
         for (k, v) in &self.env {
             command.env(k, v);
+        }
+        if let Some(limit) = self.address_space_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_AS, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         self.child = Some(command.spawn().expect("start tern"));
         let ready_lines = self.starts as usize;
