@@ -189,3 +189,72 @@ async fn run(
         durable.send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::{split_batches, tests::make_batch};
+    use crate::log::{Log, LogConfig};
+
+    fn partition(dir: &std::path::Path, name: &str) -> Arc<Partition> {
+        let (log, _) = Log::open(&dir.join(name), LogConfig::default(), 0).expect("open");
+        Arc::new(Partition::new(name, 0, log))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_on_several_partitions_are_answered_once_their_bytes_are_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (commit, _task) = GroupCommit::start(Duration::ZERO, Arc::new(Metrics::new()));
+        let mut events = commit.durable_events();
+        let (a, b) = (partition(dir.path(), "a"), partition(dir.path(), "b"));
+        let mut waits = Vec::new();
+        for p in [&a, &b, &a] {
+            let bytes = make_batch(3, b"v");
+            let info = p
+                .append(&split_batches(&bytes).expect("batch"), 0)
+                .expect("append");
+            let (commit, p) = (commit.clone(), Arc::clone(p));
+            waits.push(tokio::spawn(async move {
+                commit
+                    .wait_durable(p, info.last_offset + 1, info.generation)
+                    .await
+            }));
+        }
+        for w in waits {
+            w.await.expect("task").expect("durable");
+        }
+        assert_eq!(a.lock().high_watermark(), 6);
+        assert_eq!(b.lock().high_watermark(), 3);
+        assert!(
+            events.has_changed().expect("sender alive"),
+            "long polls are woken"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_from_before_a_failed_sync_is_refused_even_when_offsets_are_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (commit, _task) = GroupCommit::start(Duration::ZERO, Arc::new(Metrics::new()));
+        let p = partition(dir.path(), "t");
+        let bytes = make_batch(3, b"lost");
+        let lost = p
+            .append(&split_batches(&bytes).expect("batch"), 0)
+            .expect("append");
+        // The sync of those bytes failed (as group commit would record it), the partition
+        // was reopened, and another append took the same offsets.
+        p.lock().fail_sync("EIO (injected)");
+        assert!(p.reopen_if_fenced(0).expect("reopen"));
+        let other = p
+            .append(&split_batches(&make_batch(3, b"new")).expect("batch"), 0)
+            .expect("append");
+        assert_eq!(other.base_offset, lost.base_offset);
+        commit
+            .wait_durable(Arc::clone(&p), other.last_offset + 1, other.generation)
+            .await
+            .expect("the new write is durable");
+        let stale = commit
+            .wait_durable(Arc::clone(&p), lost.last_offset + 1, lost.generation)
+            .await;
+        assert!(stale.is_err(), "the lost write is never acknowledged");
+    }
+}

@@ -69,7 +69,15 @@ def test_bad_requests_close_the_connection_with_a_clear_log_line(tern):
     stop = threading.Event()
     acked = []
 
+    failures = []
+
     def keep_producing():
+        try:
+            produce_until_stopped()
+        except Exception as e:  # surfaced by the main thread
+            failures.append(repr(e))
+
+    def produce_until_stopped():
         p = Producer({"bootstrap.servers": tern.bootstrap, "acks": "all", "linger.ms": 1})
         i = 0
         while not stop.is_set():
@@ -95,6 +103,7 @@ def test_bad_requests_close_the_connection_with_a_clear_log_line(tern):
     for name, (_, expect) in CASES.items():
         assert expect in log, f"{name}: no log line containing {expect!r}"
     assert "connection closed in the middle of a request" in log
+    assert not failures, failures
     assert acked and all(acked), "the well-behaved producer must keep being served"
     rss_after = rss_kib(tern.pid())
     assert rss_after < rss_before + 64 * 1024, f"RSS grew from {rss_before} KiB to {rss_after} KiB"

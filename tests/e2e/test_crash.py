@@ -23,6 +23,7 @@ def test_acknowledged_records_survive_kill_9(tern, idempotent):
 
     acked = {}  # (partition, offset) -> i
     errors = []
+    failures = []  # assertion failures in the producer thread, checked by the main thread
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -32,10 +33,17 @@ def test_acknowledged_records_survive_kill_9(tern, idempotent):
             return
         with lock:
             key = (msg.partition(), msg.offset())
-            assert key not in acked, f"offset {key} acknowledged twice"
+            if key in acked:
+                failures.append(f"offset {key} acknowledged twice")
             acked[key] = i
 
     def produce():
+        try:
+            run_producer()
+        except Exception as e:  # surfaced by the main thread
+            failures.append(f"producer thread: {e!r}")
+
+    def run_producer():
         producer = Producer({
             "bootstrap.servers": tern.bootstrap,
             "acks": "all",
@@ -56,7 +64,9 @@ def test_acknowledged_records_survive_kill_9(tern, idempotent):
             producer.poll(0)
             if i % 200 == 0:
                 time.sleep(0.001)
-        assert producer.flush(120) == 0, "records left unacknowledged"
+        left = producer.flush(120)
+        if left:
+            failures.append(f"{left} records left unacknowledged")
 
     thread = threading.Thread(target=produce)
     thread.start()
@@ -75,6 +85,7 @@ def test_acknowledged_records_survive_kill_9(tern, idempotent):
         stop.set()
         thread.join(timeout=180)
     assert not thread.is_alive(), "producer did not finish"
+    assert not failures, failures
     assert len(acked) > 1000, f"only {len(acked)} records acknowledged: the test proved little"
 
     consumer = Consumer({"bootstrap.servers": tern.bootstrap, "group.id": "crash-verify",
