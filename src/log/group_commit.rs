@@ -205,7 +205,7 @@ mod tests {
     async fn waiters_on_several_partitions_are_answered_once_their_bytes_are_synced() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (commit, _task) = GroupCommit::start(Duration::ZERO, Arc::new(Metrics::new()));
-        let mut events = commit.durable_events();
+        let events = commit.durable_events();
         let (a, b) = (partition(dir.path(), "a"), partition(dir.path(), "b"));
         let mut waits = Vec::new();
         for p in [&a, &b, &a] {
