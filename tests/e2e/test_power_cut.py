@@ -213,7 +213,7 @@ def test_acknowledged_data_survives_power_cuts(tmp_path):
     fs = PowerCutFs(tmp_path / "backing", tmp_path / "mnt", tmp_path / "powercut-fs.log")
     rule = {"filter": "sensors/+/t", "topic": "sensors", "key": "{1}"}
     tern = Tern(tmp_path / "tern", config=bridge_config(mosq, inbound=[rule], extra="reconnect_max_ms = 300")
-                + "\n[kafka]\ndefault_partitions = 3\n[storage]\nscrub_bytes_per_sec = 0\n"
+                + "\n[kafka]\ndefault_partitions = 3\n"
                 + '[topic_defaults]\n"segment.bytes" = 262144\n')  # segments roll during the run
     tern.data_dir = tmp_path / "mnt" / "data"
     rng = random.Random(17)
