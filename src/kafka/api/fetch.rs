@@ -94,17 +94,19 @@ pub fn handle(
         loop {
             events.borrow_and_update();
             // Memory for this read comes from the broker-wide response budget first.
-            let Some(mut permit) = reserve(&broker, want, deadline).await else {
+            // Twice the bytes read: the response is encoded into a second buffer while the
+            // bytes read still exist.
+            let Some(mut permit) = reserve(&broker, want.saturating_mul(2), deadline).await else {
                 // No memory within the wait: an empty answer, the client fetches again.
                 let (response, _, _) = read_all(&broker, &request, version, 0);
                 return encode(&response, version);
             };
             let (response, bytes, errors) =
-                read_all(&broker, &request, version, permit.num_permits() * KIB);
+                read_all(&broker, &request, version, permit.num_permits() * KIB / 2);
 
-            // Keep what the read took (one first batch may exceed the reservation, as in
-            // Kafka's KIP-74); return the rest at once.
-            let needed = bytes.div_ceil(KIB).max(1);
+            // Keep what the read and its encoding take (one first batch may exceed the
+            // reservation, as in Kafka's KIP-74); return the rest at once.
+            let needed = (2 * bytes).div_ceil(KIB).max(1);
             if needed > permit.num_permits() {
                 // Bounded wait: a batch larger than the whole budget is still served.
                 let more = u32::try_from(needed - permit.num_permits()).unwrap_or(u32::MAX);
@@ -136,10 +138,10 @@ const KIB: usize = 1024;
 /// How long a read that found one batch larger than its reservation waits for the rest.
 const TOP_UP_WAIT: Duration = Duration::from_secs(1);
 /// A read waits for at least this much of the response budget (or all it asks, if less).
-const MIN_RESERVATION: usize = 1 << 20;
+const MIN_RESERVATION: usize = 2 << 20;
 
 /// Reserves up to `want` bytes of the response budget: what is free right now, but at
-/// least `min(want, 1 MiB)`, waiting for that until `deadline`.
+/// least `min(want, 2 MiB)`, waiting for that until `deadline`.
 async fn reserve(broker: &Broker, want: usize, deadline: Instant) -> Option<OwnedSemaphorePermit> {
     let budget = &broker.response_budget;
     let want_kib = want.div_ceil(KIB);

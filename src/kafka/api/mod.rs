@@ -123,7 +123,11 @@ impl Reply {
 }
 
 pub fn encode<T: Encodable>(message: &T, version: i16) -> Body {
-    let mut buf = BytesMut::new();
+    // Sized up front: a large Fetch response must not pass through doubling copies.
+    let size = message
+        .compute_size(version)
+        .map_err(|e| format!("cannot size response: {e:#}"))?;
+    let mut buf = BytesMut::with_capacity(size);
     message
         .encode(&mut buf, version)
         .map_err(|e| format!("cannot encode response: {e:#}"))?;
