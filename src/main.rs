@@ -122,21 +122,25 @@ fn run_client<F: std::future::Future<Output = Result<(), tern::client::ClientErr
 }
 
 fn main() {
-    limit_malloc_arenas();
+    tune_malloc();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-/// glibc gives every thread that allocates concurrently its own arena, each reserving
-/// 64 MiB of address space: on a gateway that is memory (fragmentation) and address space
-/// (a 32-bit Pi, systemd's `LimitAS`) for nothing. Two arenas serve tern's few threads.
-fn limit_malloc_arenas() {
+/// glibc tuning for a gateway. Every thread that allocates concurrently gets its own arena,
+/// each reserving 64 MiB of address space: memory (fragmentation) and address space (a
+/// 32-bit Pi, systemd's `LimitAS`) for nothing, so two arenas serve tern's few threads.
+/// And blocks of 1 MiB and more (request frames, fetch responses) are always mapped on
+/// their own and returned to the system when freed, instead of glibc raising that limit
+/// after each big free and keeping such blocks in its heap.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 
