@@ -17,7 +17,17 @@ const REOPEN_INTERVAL: Duration = Duration::from_secs(2);
 /// Reopens fenced partitions from disk until `shutdown` fires: a partition whose fsync
 /// failed (a full disk, a flaky card) serves appends again once the disk works.
 pub async fn run_reopener(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(REOPEN_INTERVAL);
+    every(REOPEN_INTERVAL, broker, shutdown, reopen_fenced).await
+}
+
+/// Runs `pass` on a blocking thread every `period` until `shutdown` fires.
+async fn every(
+    period: Duration,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    pass: fn(&Broker),
+) {
+    let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -25,7 +35,7 @@ pub async fn run_reopener(broker: Arc<Broker>, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let broker = Arc::clone(&broker);
-        let _ = tokio::task::spawn_blocking(move || reopen_fenced(&broker)).await;
+        let _ = tokio::task::spawn_blocking(move || pass(&broker)).await;
     }
 }
 
@@ -46,16 +56,7 @@ fn reopen_fenced(broker: &Broker) {
 /// Runs until `shutdown` fires, checking every `storage.retention_check_interval_ms`.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
     let period = Duration::from_millis(broker.config.storage.retention_check_interval_ms);
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let broker = Arc::clone(&broker);
-        let _ = tokio::task::spawn_blocking(move || enforce(&broker)).await;
-    }
+    every(period, broker, shutdown, enforce).await
 }
 
 /// One pass of retention and the disk budget.

@@ -26,20 +26,6 @@ const MEMBER_ID_REQUIRED: i16 = 79;
 const FENCED_INSTANCE_ID: i16 = 82;
 const INVALID_RECORD: i16 = 87;
 
-/// A batch whose records section is `section` compressed with codec bits `codec`.
-fn batch_with_section(codec: i16, section: &[u8], records: i32) -> Bytes {
-    let mut bytes = batch("x", 1)[..61].to_vec();
-    bytes.extend_from_slice(section);
-    let length = (bytes.len() - 12) as i32;
-    bytes[8..12].copy_from_slice(&length.to_be_bytes());
-    bytes[21..23].copy_from_slice(&codec.to_be_bytes());
-    bytes[23..27].copy_from_slice(&(records - 1).to_be_bytes());
-    bytes[57..61].copy_from_slice(&records.to_be_bytes());
-    let crc = crc32c::crc32c(&bytes[21..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(bytes)
-}
-
 /// B6: an 89-byte snappy batch announcing 4 GiB, and a gzip batch of 64 MiB of zeros
 /// (before: 4.1 GiB and 1 GiB of RSS). Both are refused with INVALID_RECORD, tern's memory
 /// stays where it was, nothing is stored, and readers never meet them.
@@ -249,17 +235,9 @@ async fn pipelined_fetches_stay_within_the_response_budget() {
         create_topic(&mut client, "big", 1, &[("compression.type", "producer")]).await,
         0
     );
-    let chunk: Vec<u8> = (0..1_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let chunk = incompressible(1_000_000);
     for _ in 0..40 {
-        let records = tern::client::records::encode_batch(&[tern::client::records::Outgoing {
-            key: None,
-            value: Bytes::from(chunk.clone()),
-            headers: Vec::new(),
-            timestamp: tern::log::now_ms(),
-        }])
-        .expect("batch");
+        let records = single_record_batch(chunk.clone());
         assert_eq!(produce(&mut client, "big", 0, records).await.0, 0);
     }
     let before = tern.rss_kib();
@@ -526,20 +504,10 @@ async fn a_large_produce_under_an_address_space_limit_is_answered() {
         create_topic(&mut client, "big", 1, &[("compression.type", "producer")]).await,
         0
     );
-    let value: Vec<u8> = (0..1_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let value = incompressible(1_000_000);
     let mut records = Vec::new();
     for _ in 0..84 {
-        records.extend_from_slice(
-            &tern::client::records::encode_batch(&[tern::client::records::Outgoing {
-                key: None,
-                value: Bytes::from(value.clone()),
-                headers: Vec::new(),
-                timestamp: tern::log::now_ms(),
-            }])
-            .expect("batch"),
-        );
+        records.extend_from_slice(&single_record_batch(value.clone()));
     }
     assert!(records.len() > 80 << 20, "{} bytes", records.len());
     let request = produce_request("big", 0, Bytes::from(records), -1);

@@ -47,15 +47,20 @@ pub fn encode_batch(records: &[Outgoing]) -> Result<Bytes, ClientError> {
             }
         })
         .collect();
+    encode_records(&records).map_err(ClientError::Encode)
+}
+
+/// Encodes records (offsets 0..n) as one uncompressed v2 batch.
+pub fn encode_records(records: &[Record]) -> Result<Bytes, String> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
         },
     )
-    .map_err(|e| ClientError::Encode(format!("{e:#}")))?;
+    .map_err(|e| format!("{e:#}"))?;
     Ok(buf.freeze())
 }

@@ -8,11 +8,9 @@
 //! deletes the key. Strings are `int16 length` + UTF-8, all big-endian. Keys of other
 //! versions (Kafka's group metadata, version 2) are recognised and ignored.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, TimestampType};
 use thiserror::Error;
 
 /// The internal topic's name, as in Kafka.
@@ -194,17 +192,7 @@ pub fn encode_batch(
             headers: IndexMap::new(),
         });
     }
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| RecordError::Encode(format!("{e:#}")))?;
-    Ok(buf.freeze())
+    crate::client::records::encode_records(&records).map_err(RecordError::Encode)
 }
 
 #[cfg(test)]

@@ -128,27 +128,7 @@ fn create_done() -> bool {
 }
 
 async fn produce_one(client: &mut KafkaClient) -> (i16, i64) {
-    let records = tern::client::records::encode_batch(&[tern::client::records::Outgoing {
-        key: None,
-        value: Bytes::from(vec![b'x'; 100]),
-        headers: Vec::new(),
-        timestamp: tern::log::now_ms(),
-    }])
-    .expect("batch");
-    produce(client, "live", 0, records).await
-}
-
-fn bomb(codec: i16, section: &[u8], records: i32) -> Bytes {
-    let mut bytes = batch("x", 1)[..61].to_vec();
-    bytes.extend_from_slice(section);
-    let length = (bytes.len() - 12) as i32;
-    bytes[8..12].copy_from_slice(&length.to_be_bytes());
-    bytes[21..23].copy_from_slice(&codec.to_be_bytes());
-    bytes[23..27].copy_from_slice(&(records - 1).to_be_bytes());
-    bytes[57..61].copy_from_slice(&records.to_be_bytes());
-    let crc = crc32c::crc32c(&bytes[21..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(bytes)
+    produce(client, "live", 0, single_record_batch(vec![b'x'; 100])).await
 }
 
 async fn bombs() {
@@ -159,8 +139,8 @@ async fn bombs() {
     let zeros = vec![0u8; 1 << 30];
     let gzip = tern::log::codec::compress(tern::log::batch::Codec::Gzip, &zeros).expect("gzip");
     drop(zeros);
-    let snappy = bomb(2, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00], 1);
-    let gzip = bomb(1, &gzip, 1_000_000);
+    let snappy = batch_with_section(2, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00], 1);
+    let gzip = batch_with_section(1, &gzip, 1_000_000);
     let gzip_len = gzip.len();
     let codes = [
         produce(&mut c, "bombs", 0, snappy).await.0,
@@ -242,17 +222,9 @@ async fn pipelined_fetches() {
         create_topic(&mut c, "big", 1, &[("compression.type", "producer")]).await,
         0
     );
-    let chunk: Vec<u8> = (0..1_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let chunk = incompressible(1_000_000);
     for _ in 0..200 {
-        let records = tern::client::records::encode_batch(&[tern::client::records::Outgoing {
-            key: None,
-            value: Bytes::from(chunk.clone()),
-            headers: Vec::new(),
-            timestamp: tern::log::now_ms(),
-        }])
-        .expect("batch");
+        let records = single_record_batch(chunk.clone());
         assert_eq!(produce(&mut c, "big", 0, records).await.0, 0);
     }
     let before = status_kib(tern.pid(), "VmHWM:");

@@ -385,3 +385,37 @@ pub async fn fetch_values(
     }
     out
 }
+
+/// `len` bytes that no codec shrinks (a multiplicative hash of the position).
+pub fn incompressible(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// One batch holding one record whose value is `value`.
+pub fn single_record_batch(value: Vec<u8>) -> Bytes {
+    encode_batch(&[Outgoing {
+        key: None,
+        value: Bytes::from(value),
+        headers: Vec::new(),
+        timestamp: tern::log::now_ms(),
+    }])
+    .expect("batch")
+}
+
+/// A batch with a valid header and CRC whose records section is `section`, compressed
+/// with codec `codec` (attribute bits) and announcing `records` records: how hostile
+/// batches (decompression bombs) are built.
+pub fn batch_with_section(codec: i16, section: &[u8], records: i32) -> Bytes {
+    let mut bytes = batch("x", 1)[..61].to_vec();
+    bytes.extend_from_slice(section);
+    let length = (bytes.len() - 12) as i32;
+    bytes[8..12].copy_from_slice(&length.to_be_bytes());
+    bytes[21..23].copy_from_slice(&codec.to_be_bytes());
+    bytes[23..27].copy_from_slice(&(records - 1).to_be_bytes());
+    bytes[57..61].copy_from_slice(&records.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(bytes)
+}
