@@ -69,7 +69,17 @@ fn run(
     unsafe {
         libc::sigwait(&signals, &mut signal);
     }
-    background.umount_and_join()?;
+    // The session thread may end with ECONNABORTED/ENODEV when the kernel drops the mount
+    // under it: that is the unmount we asked for. The cut is applied regardless.
+    if let Err(e) = background.umount_and_join() {
+        let expected = matches!(
+            e.raw_os_error(),
+            Some(libc::ECONNABORTED) | Some(libc::ENODEV)
+        );
+        if !expected {
+            eprintln!("powercut-fs: unmount reported: {e}");
+        }
+    }
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     let mode = match signal {
         libc::SIGUSR1 => Some(CutMode::Clean),
