@@ -28,26 +28,43 @@ pub fn encode_batch(records: &[Outgoing]) -> Result<Bytes, ClientError> {
                 .iter()
                 .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
                 .collect();
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // offset - sequence stays constant (so all records share one batch) and the
-                // batch's base sequence is -1: "no sequence", as non-idempotent producers send.
-                sequence: i as i32 - 1,
-                timestamp: r.timestamp,
-                key: r.key.clone(),
-                value: Some(r.value.clone()),
+            plain_record(
+                i,
+                r.timestamp,
+                r.key.clone(),
+                Some(r.value.clone()),
                 headers,
-            }
+            )
         })
         .collect();
     encode_records(&records).map_err(ClientError::Encode)
+}
+
+/// Record `i` of a batch from a producer that is neither idempotent nor transactional.
+pub fn plain_record(
+    i: usize,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: IndexMap<StrBytes, Option<Bytes>>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: i as i64,
+        // offset - sequence stays constant (so all records share one batch) and the batch's
+        // base sequence is -1: "no sequence", as non-idempotent producers send.
+        sequence: i as i32 - 1,
+        timestamp,
+        key,
+        value,
+        headers,
+    }
 }
 
 /// Encodes records (offsets 0..n) as one uncompressed v2 batch.

@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use kafka_protocol::records::{Record, TimestampType};
+use kafka_protocol::records::Record;
 use thiserror::Error;
 
 /// The internal topic's name, as in Kafka.
@@ -172,25 +172,19 @@ pub fn encode_batch(
 ) -> Result<Bytes, RecordError> {
     let mut records = Vec::with_capacity(entries.len());
     for (i, (key, value)) in entries.iter().enumerate() {
-        records.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: now_ms,
-            key: Some(Bytes::from(encode_key(key)?)),
-            value: value
-                .as_ref()
-                .map(encode_value)
-                .transpose()?
-                .map(Bytes::from),
-            headers: IndexMap::new(),
-        });
+        let value = value
+            .as_ref()
+            .map(encode_value)
+            .transpose()?
+            .map(Bytes::from);
+        let key = Some(Bytes::from(encode_key(key)?));
+        records.push(crate::client::records::plain_record(
+            i,
+            now_ms,
+            key,
+            value,
+            IndexMap::new(),
+        ));
     }
     crate::client::records::encode_records(&records).map_err(RecordError::Encode)
 }

@@ -56,6 +56,15 @@ impl Tern {
     }
 
     pub fn start_with_env(extra_config: &str, env: Vec<(String, String)>) -> Tern {
+        Tern::launched(extra_config, env, None)
+    }
+
+    /// A tern whose address space is limited to `bytes` (setrlimit RLIMIT_AS).
+    pub fn start_with_address_space_limit(extra_config: &str, bytes: u64) -> Tern {
+        Tern::launched(extra_config, Vec::new(), Some(bytes))
+    }
+
+    fn launched(extra_config: &str, env: Vec<(String, String)>, limit: Option<u64>) -> Tern {
         let mut tern = Tern {
             child: None,
             dir: tempfile::tempdir().expect("temporary directory"),
@@ -64,23 +73,7 @@ impl Tern {
             extra: extra_config.to_string(),
             env,
             starts: 0,
-            address_space_limit: None,
-        };
-        tern.launch();
-        tern
-    }
-
-    /// A tern whose address space is limited to `bytes` (setrlimit RLIMIT_AS).
-    pub fn start_with_address_space_limit(extra_config: &str, bytes: u64) -> Tern {
-        let mut tern = Tern {
-            child: None,
-            dir: tempfile::tempdir().expect("temporary directory"),
-            kafka: format!("127.0.0.1:{}", free_port()),
-            http: format!("127.0.0.1:{}", free_port()),
-            extra: extra_config.to_string(),
-            env: Vec::new(),
-            starts: 0,
-            address_space_limit: Some(bytes),
+            address_space_limit: limit,
         };
         tern.launch();
         tern
