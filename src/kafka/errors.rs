@@ -13,6 +13,7 @@ pub fn log_error_code(e: &LogError) -> ResponseError {
         LogError::Corrupt(_) => ResponseError::CorruptMessage,
         LogError::Damaged { .. } => ResponseError::KafkaStorageError,
         LogError::InvalidRecords(_) => ResponseError::InvalidRecord,
+        LogError::MirrorOverlap { .. } => ResponseError::InvalidRecord,
         LogError::NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,

@@ -106,6 +106,8 @@ pub enum LogError {
     Fenced(String),
     #[error(transparent)]
     Sequence(#[from] producer_state::SequenceError),
+    #[error("mirrored batch {base}..={last} overlaps the log end {end} mid-batch: the two logs disagree")]
+    MirrorOverlap { base: i64, last: i64, end: i64 },
 }
 
 impl LogError {

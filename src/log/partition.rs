@@ -17,9 +17,11 @@ use super::segment::Segment;
 use super::{LogConfig, LogError};
 
 mod durability;
+mod mirrored;
 mod prepare;
 mod read;
 
+pub use mirrored::{prepare_mirrored, MirroredAppend};
 pub use prepare::prepare;
 pub use read::{Damage, ReadPlan, ReadResult};
 
@@ -388,6 +390,25 @@ impl Log {
                 generation: self.generation,
             });
         }
+        self.write_stamped(&buffer, &stamped, now_ms)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            records,
+            stored_bytes: buffer.len() as u64,
+            generation: self.generation,
+        })
+    }
+
+    /// Writes batches whose offsets are already stamped (contiguous from the log end) with
+    /// one write, indexes them and records their producers. All or nothing: a failed write
+    /// is cut back.
+    fn write_stamped(
+        &mut self,
+        buffer: &[u8],
+        stamped: &[(usize, BatchHeader)],
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         self.maybe_roll(buffer.len() as u64, now_ms)?;
         let index_interval = self.config.index_interval_bytes;
         let dir = self.dir.clone();
@@ -395,8 +416,8 @@ impl Log {
         let position = active.size();
         let prior_next = active.next_offset();
         let write = (|| {
-            active.append_bytes(&buffer)?;
-            for (start, header) in &stamped {
+            active.append_bytes(buffer)?;
+            for (start, header) in stamped {
                 active.index_appended(header, position + *start as u64, index_interval)?;
             }
             Ok::<(), std::io::Error>(())
@@ -409,16 +430,10 @@ impl Log {
             }
             return Err(LogError::io(&dir, e));
         }
-        for (_, header) in &stamped {
+        for (_, header) in stamped {
             self.producers.record(header);
         }
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: next_offset - 1,
-            records,
-            stored_bytes: buffer.len() as u64,
-            generation: self.generation,
-        })
+        Ok(())
     }
 
     /// Starts a new segment when the active one would pass `segment.bytes` or is older than
@@ -596,6 +611,17 @@ impl Partition {
         let config = self.lock().config().clone();
         let prepared = prepare(batches, &config, now_ms)?;
         self.lock().append_prepared(&prepared, now_ms)
+    }
+
+    /// Appends mirrored batches at the offsets they carry (checked outside the lock).
+    pub fn append_mirrored(
+        &self,
+        batches: &[(BatchHeader, &[u8])],
+        now_ms: i64,
+    ) -> Result<MirroredAppend, LogError> {
+        let config = self.lock().config().clone();
+        let prepared = prepare_mirrored(batches, &config)?;
+        self.lock().append_mirrored(&prepared, now_ms)
     }
 
     /// Reopens a fenced log from disk (recovery scan included). Returns true when it did.

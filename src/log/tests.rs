@@ -574,3 +574,86 @@ fn damage_in_sealed_segments_is_never_served_and_never_stops_the_log() {
     assert_eq!(offset, end, "everything after the damage is still served");
     assert_eq!(served.len(), 12 - 2);
 }
+
+/// Re-stamps a client batch at `base` (and its CRC), as the source log stored it.
+fn batch_at(base: i64, records: usize, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = make_batch(records, payload);
+    batch::set_base_offset(&mut bytes, base);
+    bytes
+}
+
+fn mirror(log: &mut Log, bytes: &[u8]) -> super::partition::MirroredAppend {
+    let batches = batch::split_batches(bytes).expect("valid batches");
+    let prepared = super::partition::prepare_mirrored(&batches, log.config()).expect("prepare");
+    let outcome = log
+        .append_mirrored(&prepared, NOW)
+        .expect("mirrored append");
+    let target = log.sync_target();
+    target.run().expect("fsync");
+    assert!(log.complete_sync(&target));
+    outcome
+}
+
+#[test]
+fn mirrored_batches_keep_their_offsets_skip_duplicates_and_jump_gaps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    let first = [batch_at(0, 3, b"a"), batch_at(3, 2, b"b")].concat();
+    let outcome = mirror(&mut log, &first);
+    assert_eq!(
+        (outcome.batches, outcome.records, outcome.log_end),
+        (2, 5, 5)
+    );
+    // A resend of what is stored, plus one new batch: the stored ones are skipped.
+    let resend = [batch_at(3, 2, b"b"), batch_at(5, 1, b"c")].concat();
+    let outcome = mirror(&mut log, &resend);
+    assert_eq!(
+        (outcome.duplicates, outcome.batches, outcome.log_end),
+        (1, 1, 6)
+    );
+    assert!(outcome.gaps.is_empty());
+    // The source lost 6..10: the log jumps, keeps what it had, and serves across the gap.
+    let outcome = mirror(&mut log, &batch_at(10, 2, b"d"));
+    assert_eq!(outcome.gaps, vec![(6, 10)]);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 12));
+    let stored = read_all(&log);
+    assert_eq!(stored.len(), 4);
+    assert_eq!(
+        stored[3],
+        batch_at(10, 2, b"d"),
+        "bytes are stored as they came"
+    );
+    let in_gap = log.read(7, 1 << 20).expect("read inside the gap");
+    assert_eq!(
+        BatchHeader::parse(&in_gap.bytes)
+            .expect("header")
+            .base_offset,
+        10
+    );
+    // A batch that straddles the end means the logs disagree: refused, nothing written.
+    let straddling = batch_at(11, 3, b"e");
+    let batches = batch::split_batches(&straddling).expect("valid");
+    let prepared = super::partition::prepare_mirrored(&batches, log.config()).expect("prepare");
+    assert!(matches!(
+        log.append_mirrored(&prepared, NOW),
+        Err(super::LogError::MirrorOverlap { end: 12, .. })
+    ));
+    // All of it survives a reopen.
+    drop(log);
+    let (log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("reopen");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 12));
+    assert_eq!(read_all(&log), stored);
+}
+
+#[test]
+fn a_mirror_into_an_empty_log_starts_where_the_source_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    let outcome = mirror(&mut log, &batch_at(500, 4, b"x"));
+    assert_eq!(outcome.gaps, vec![(0, 500)]);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 504));
+    drop(log);
+    let (log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("reopen");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 504));
+    assert_eq!(read_all(&log), vec![batch_at(500, 4, b"x")]);
+}
