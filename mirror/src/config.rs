@@ -1,0 +1,411 @@
+//! `[mirror]` (an edge shipping its topics) and `[hub]` (a site receiving them). Every
+//! error names the key it is about; certificate files are read and checked at startup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use regex::Regex;
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Which AEAD the edge prefers. `auto` puts ChaCha20-Poly1305 first on CPUs without AES
+/// instructions (a Raspberry Pi 4), AES-GCM first elsewhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CipherPreference {
+    #[default]
+    Auto,
+    Chacha20,
+    Aes,
+}
+
+/// `[mirror]`: this tern is an edge and ships its topics to a hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// `host:port` of the hub's QUIC listener; resolved again on every connect.
+    pub hub: String,
+    /// The name the hub's certificate must carry; default: the host part of `hub`.
+    pub hub_name: String,
+    /// This edge's name: hub topics are `<name><separator><topic>`; the edge certificate
+    /// must be valid for it.
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signed the hub's certificate.
+    pub ca: PathBuf,
+    /// Topics to mirror (regular expressions matched against the whole name).
+    pub topics: Vec<String>,
+    pub topics_exclude: Vec<String>,
+    pub cipher: CipherPreference,
+    pub keep_alive_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// Unacknowledged bytes per partition in flight to the hub.
+    pub window_bytes: usize,
+    /// Bytes of stored batches per frame.
+    pub max_frame_bytes: usize,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// How often new topics and partitions are looked for.
+    pub discovery_interval_ms: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            hub: String::new(),
+            hub_name: String::new(),
+            name: String::new(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            ca: PathBuf::new(),
+            topics: vec![".*".to_string()],
+            topics_exclude: Vec::new(),
+            cipher: CipherPreference::Auto,
+            keep_alive_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            window_bytes: 4 * 1024 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 30_000,
+            discovery_interval_ms: 2_000,
+        }
+    }
+}
+
+/// `[hub]`: this tern receives edges' topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// UDP address of the QUIC listener.
+    pub listen: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA whose edge certificates are accepted.
+    pub ca: PathBuf,
+    /// Between the edge name and its topic (MirrorMaker's `replication.policy.separator`).
+    pub separator: String,
+    pub keep_alive_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// Edges connected at once; more are refused.
+    pub max_edges: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            listen: "0.0.0.0:9643".to_string(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            ca: PathBuf::new(),
+            separator: ".".to_string(),
+            keep_alive_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_edges: 1_000,
+        }
+    }
+}
+
+/// Edge names: a lowercase DNS label, so that it fits a certificate SAN and a topic prefix.
+pub fn validate_edge_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not an edge name: 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+fn compile_all(key: &str, patterns: &[String]) -> Result<Vec<Regex>, ConfigError> {
+    patterns
+        .iter()
+        .map(|p| Regex::new(&format!("^(?:{p})$")).map_err(|e| invalid(key, e)))
+        .collect()
+}
+
+fn check_file(key: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(invalid(key, "missing (a PEM file)"));
+    }
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| invalid(key, format!("{}: {e}", path.display())))
+}
+
+/// An edge config checked and ready: regexes compiled, names validated.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub config: EdgeConfig,
+    pub hub_host: String,
+    pub hub_port: u16,
+    pub hub_name: String,
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+}
+
+impl Edge {
+    pub fn compile(config: EdgeConfig) -> Result<Edge, ConfigError> {
+        validate_edge_name(&config.name).map_err(|e| invalid("mirror.name", e))?;
+        let (host, port) = config
+            .hub
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("mirror.hub", "expected host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid("mirror.hub", "expected host:port"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid("mirror.hub", format!("`{port}` is not a port")))?;
+        let hub_name = if config.hub_name.is_empty() {
+            host.to_string()
+        } else {
+            config.hub_name.clone()
+        };
+        rustls::pki_types::ServerName::try_from(hub_name.clone())
+            .map_err(|e| invalid("mirror.hub_name", e))?;
+        check_file("mirror.cert", &config.cert)?;
+        check_file("mirror.key", &config.key)?;
+        check_file("mirror.ca", &config.ca)?;
+        if config.window_bytes < config.max_frame_bytes {
+            return Err(invalid(
+                "mirror.window_bytes",
+                "must be at least mirror.max_frame_bytes",
+            ));
+        }
+        if config.max_frame_bytes == 0 || config.max_frame_bytes > crate::wire::MAX_FRAME / 2 {
+            return Err(invalid(
+                "mirror.max_frame_bytes",
+                format!("must be between 1 and {}", crate::wire::MAX_FRAME / 2),
+            ));
+        }
+        if config.keep_alive_ms == 0 || config.keep_alive_ms >= config.idle_timeout_ms {
+            return Err(invalid(
+                "mirror.keep_alive_ms",
+                "must be above 0 and below mirror.idle_timeout_ms",
+            ));
+        }
+        let include = compile_all("mirror.topics", &config.topics)?;
+        let exclude = compile_all("mirror.topics_exclude", &config.topics_exclude)?;
+        Ok(Edge {
+            hub_host: host.to_string(),
+            hub_port: port,
+            hub_name,
+            include,
+            exclude,
+            config,
+        })
+    }
+
+    /// True when `topic` is selected for mirroring (internal topics never are).
+    pub fn selects(&self, topic: &str) -> bool {
+        self.include.iter().any(|r| r.is_match(topic))
+            && !self.exclude.iter().any(|r| r.is_match(topic))
+    }
+}
+
+/// A hub config checked and ready.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    pub config: HubConfig,
+    pub listen: SocketAddr,
+}
+
+impl Hub {
+    pub fn compile(config: HubConfig) -> Result<Hub, ConfigError> {
+        let listen = config
+            .listen
+            .parse()
+            .map_err(|e| invalid("hub.listen", format!("`{}`: {e}", config.listen)))?;
+        check_file("hub.cert", &config.cert)?;
+        check_file("hub.key", &config.key)?;
+        check_file("hub.ca", &config.ca)?;
+        if config.separator.is_empty()
+            || !config
+                .separator
+                .bytes()
+                .all(|b| b == b'.' || b == b'_' || b == b'-')
+        {
+            return Err(invalid(
+                "hub.separator",
+                "must be one or more of '.', '_' and '-' (valid in topic names)",
+            ));
+        }
+        if config.keep_alive_ms == 0 || config.keep_alive_ms >= config.idle_timeout_ms {
+            return Err(invalid(
+                "hub.keep_alive_ms",
+                "must be above 0 and below hub.idle_timeout_ms",
+            ));
+        }
+        Ok(Hub { config, listen })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge_with_files(dir: &std::path::Path) -> EdgeConfig {
+        for f in ["e.pem", "e.key", "ca.pem"] {
+            std::fs::write(dir.join(f), "x").expect("write");
+        }
+        EdgeConfig {
+            hub: "hub.example.com:9643".into(),
+            name: "gw-1".into(),
+            cert: dir.join("e.pem"),
+            key: dir.join("e.key"),
+            ca: dir.join("ca.pem"),
+            ..EdgeConfig::default()
+        }
+    }
+
+    fn key_of(e: ConfigError) -> String {
+        let ConfigError::Invalid { key, .. } = e;
+        key
+    }
+
+    #[test]
+    fn edge_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = edge_with_files(dir.path());
+        let edge = Edge::compile(good.clone()).expect("valid");
+        assert_eq!(edge.hub_name, "hub.example.com");
+        assert!(edge.selects("sensors") && edge.selects("a.b"));
+        let cases: Vec<(EdgeConfig, &str)> = vec![
+            (
+                EdgeConfig {
+                    hub: "nohost".into(),
+                    ..good.clone()
+                },
+                "mirror.hub",
+            ),
+            (
+                EdgeConfig {
+                    hub: "h:99999".into(),
+                    ..good.clone()
+                },
+                "mirror.hub",
+            ),
+            (
+                EdgeConfig {
+                    name: "Bad_Name".into(),
+                    ..good.clone()
+                },
+                "mirror.name",
+            ),
+            (
+                EdgeConfig {
+                    cert: dir.path().join("missing.pem"),
+                    ..good.clone()
+                },
+                "mirror.cert",
+            ),
+            (
+                EdgeConfig {
+                    key: PathBuf::new(),
+                    ..good.clone()
+                },
+                "mirror.key",
+            ),
+            (
+                EdgeConfig {
+                    topics: vec!["(".into()],
+                    ..good.clone()
+                },
+                "mirror.topics",
+            ),
+            (
+                EdgeConfig {
+                    topics_exclude: vec!["[".into()],
+                    ..good.clone()
+                },
+                "mirror.topics_exclude",
+            ),
+            (
+                EdgeConfig {
+                    keep_alive_ms: 90_000,
+                    ..good.clone()
+                },
+                "mirror.keep_alive_ms",
+            ),
+        ];
+        for (config, key) in cases {
+            assert_eq!(key_of(Edge::compile(config).expect_err("invalid")), key);
+        }
+    }
+
+    #[test]
+    fn include_and_exclude_match_whole_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = EdgeConfig {
+            topics: vec!["sensors.*".into(), "door".into()],
+            topics_exclude: vec![".*-debug".into()],
+            ..edge_with_files(dir.path())
+        };
+        let edge = Edge::compile(config).expect("valid");
+        assert!(edge.selects("sensors") && edge.selects("sensors-2") && edge.selects("door"));
+        assert!(!edge.selects("doors") && !edge.selects("sensors-debug") && !edge.selects("x"));
+    }
+
+    #[test]
+    fn hub_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["h.pem", "h.key", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        let good = HubConfig {
+            cert: dir.path().join("h.pem"),
+            key: dir.path().join("h.key"),
+            ca: dir.path().join("ca.pem"),
+            ..HubConfig::default()
+        };
+        Hub::compile(good.clone()).expect("valid");
+        let cases: Vec<(HubConfig, &str)> = vec![
+            (
+                HubConfig {
+                    listen: "nope".into(),
+                    ..good.clone()
+                },
+                "hub.listen",
+            ),
+            (
+                HubConfig {
+                    ca: PathBuf::new(),
+                    ..good.clone()
+                },
+                "hub.ca",
+            ),
+            (
+                HubConfig {
+                    separator: "/".into(),
+                    ..good.clone()
+                },
+                "hub.separator",
+            ),
+        ];
+        for (config, key) in cases {
+            assert_eq!(key_of(Hub::compile(config).expect_err("invalid")), key);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The mirror's view of tern: a small trait the root crate implements over its log, so
+//! this crate never depends on the broker.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::watch;
+
+/// A topic as the edge stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: i32,
+    /// Configs set on the topic (not broker defaults), copied to the hub's topic.
+    pub configs: Vec<(String, String)>,
+    /// Internal topics (`__consumer_offsets`) are never mirrored.
+    pub internal: bool,
+}
+
+/// What a mirrored append wrote (not yet durable).
+#[derive(Debug, Clone, Default)]
+pub struct Appended {
+    pub log_end: i64,
+    pub records: u64,
+    pub bytes: u64,
+    pub duplicates: u64,
+    pub gaps: Vec<(i64, i64)>,
+    /// Opaque to the mirror: what the durability wait needs.
+    pub generation: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum PortError {
+    /// Worth retrying later (disk full, I/O error, a fenced partition).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The offset is below the log start (retention deleted it).
+    #[error("offset {offset} is no longer stored; the log starts at {start}")]
+    OutOfRange { offset: i64, start: i64 },
+    /// Will not work however often it is retried (an invalid name, logs that disagree).
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub trait MirrorLog: Send + Sync + 'static {
+    /// Every topic with its partition count and configs.
+    fn topics(&self) -> Vec<TopicInfo>;
+
+    /// (log start, durable end) of one partition.
+    fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), PortError>;
+
+    /// Whole stored batches from the one holding `offset`, up to about `max_bytes` (at
+    /// least one batch), never past the durable end. May block on disk reads.
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, PortError>;
+
+    /// Creates `topic` with `partitions` partitions and `configs`, or grows it to that many
+    /// partitions; returns the partition count.
+    fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<i32, PortError>;
+
+    /// Writes stored batches at the offsets they carry: duplicates below the log end are
+    /// skipped, a batch above it jumps the gap. May block on disk writes.
+    fn append_mirrored(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: &[u8],
+    ) -> Result<Appended, PortError>;
+
+    /// Resolves once what `appended` wrote is durable.
+    fn wait_durable(
+        &self,
+        topic: &str,
+        partition: i32,
+        appended: &Appended,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Changes whenever new records became durable somewhere.
+    fn durable_events(&self) -> watch::Receiver<u64>;
+}
