@@ -35,6 +35,8 @@ pub struct Broker {
     /// Memory for Fetch responses being prepared or queued, in KiB permits
     /// (`kafka.max_queued_response_bytes`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
+    /// What `/v1/mirror` and `tern mirror status` show.
+    pub mirror_status: tern_mirror::status::SharedStatus,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -122,6 +124,7 @@ impl Broker {
         Ok((
             Arc::new(Broker {
                 response_budget,
+                mirror_status: Default::default(),
                 config,
                 topics,
                 group_commit,

@@ -32,6 +32,8 @@ pub enum ConfigFileError {
     TopicDefault(#[from] ConfigError),
     #[error(transparent)]
     Bridge(#[from] tern_bridges::config::ConfigError),
+    #[error(transparent)]
+    Mirror(#[from] tern_mirror::config::ConfigError),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +46,10 @@ pub struct Config {
     pub groups: GroupsSection,
     pub topic_defaults: BTreeMap<String, toml::Value>,
     pub bridges: BridgesSection,
+    /// `[mirror]`: ship topics to a hub (this tern is an edge).
+    pub mirror: Option<tern_mirror::config::EdgeConfig>,
+    /// `[hub]`: receive edges' topics.
+    pub hub: Option<tern_mirror::config::HubConfig>,
 }
 
 /// `[[bridges.mqtt]]` tables (see configs/gateway-mqtt.toml).
@@ -241,6 +247,12 @@ impl Config {
         }
         self.topic_defaults()?;
         tern_bridges::config::compile(&self.bridges.mqtt)?;
+        if let Some(edge) = &self.mirror {
+            tern_mirror::config::Edge::compile(edge.clone())?;
+        }
+        if let Some(hub) = &self.hub {
+            tern_mirror::config::Hub::compile(hub.clone())?;
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/v1/mirror", get(mirror_status))
         .with_state(broker)
 }
 
@@ -30,6 +31,13 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// The mirror links of this tern (`[mirror]` and `[hub]`), as `tern mirror status` shows them.
+async fn mirror_status(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let body = serde_json::to_string_pretty(&broker.mirror_status.snapshot())
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 pub async fn run(

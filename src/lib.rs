@@ -11,7 +11,9 @@
 //! - `producer_ids` ids for idempotent producers (InitProducerId).
 //! - `retention`  background retention and the global disk budget.
 //! - `scrub`      background verification of sealed segments (damage is quarantined).
-//! - `http`       `/healthz` and `/metrics`.
+//! - `http`       `/healthz`, `/metrics` and `/v1/mirror`.
+//! - `mirror_log` the mirror's port into the log (the mirror itself is the `mirror/` crate).
+//! - `bridge_log` the MQTT bridge's port into the log (the bridge is the `bridges/` crate).
 //! - `metrics`    Prometheus counters and gauges.
 //! - `server`     wires the above together for `tern serve`.
 //! - `client`     a small Kafka client for the CLI (works against any Kafka broker).
@@ -28,6 +30,7 @@ pub mod http;
 pub mod kafka;
 pub mod log;
 pub mod metrics;
+pub mod mirror_log;
 pub mod producer_ids;
 pub mod retention;
 pub mod scrub;

@@ -29,6 +29,16 @@ enum Command {
         /// The data directory (`broker.data_dir`); tern need not run.
         data_dir: PathBuf,
     },
+    /// Create certificates for mirroring: a CA, a hub, edges (PEM files).
+    Certs {
+        #[command(subcommand)]
+        command: cli::mirror::CertsCommand,
+    },
+    /// Mirror links: `[mirror]` on an edge, `[hub]` on a hub.
+    Mirror {
+        #[command(subcommand)]
+        command: cli::mirror::MirrorCommand,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -162,6 +172,16 @@ fn run() -> anyhow::Result<()> {
         Command::Produce { connection, args } => run_client(cli::produce(&connection, args)),
         Command::Consume { connection, args } => run_client(cli::consume(&connection, args)),
         Command::Offsets { connection, args } => run_client(cli::offsets(&connection, args)),
+        Command::Certs { command } => cli::mirror::certs(command),
+        Command::Mirror { command } => match command {
+            cli::mirror::MirrorCommand::Status { http, json } => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                runtime.block_on(cli::mirror::status(&http, json))
+            }
+        },
         Command::Serve { config } => {
             init_tracing();
             tern::kafka::decode_guard::install_quiet_panic_hook();

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub corrupt_batches: Counter,
     pub quarantined_ranges: Gauge,
     pub mqtt: tern_bridges::metrics::BridgeMetrics,
+    pub mirror: tern_mirror::metrics::MirrorMetrics,
 }
 
 impl Metrics {
@@ -75,6 +76,7 @@ impl Metrics {
             corrupt_batches: Counter::default(),
             quarantined_ranges: Gauge::default(),
             mqtt: Default::default(),
+            mirror: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -189,6 +191,7 @@ impl Metrics {
             m.offset_commits.clone(),
         );
         m.mqtt.register(&mut registry);
+        m.mirror.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -66,8 +66,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let metrics = Arc::new(Metrics::new());
     let (broker, group_commit_task) = Broker::open(config_for_open, kafka_local.port(), metrics)?;
     let topics = broker.topics.list().len();
-    // Tests and scripts wait for this line: both ports are bound and recovery is done.
-    info!(kafka = %kafka_local, http = %http_local, data_dir = %data_dir.display(), topics,
+    let mirror =
+        crate::mirror_log::start(&broker, shutdown.clone()).map_err(ServeError::Config)?;
+    let hub = mirror.hub_addr.map(|a| a.to_string()).unwrap_or_default();
+    // Tests and scripts wait for this line: all ports are bound and recovery is done.
+    info!(kafka = %kafka_local, http = %http_local, mirror_hub = %hub, data_dir = %data_dir.display(), topics,
         ready_ms = started.elapsed().as_millis() as u64, "tern ready");
 
     let retention = tokio::spawn(crate::retention::run(Arc::clone(&broker), shutdown.clone()));
@@ -87,6 +90,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     crate::kafka::server::run(Arc::clone(&broker), kafka_listener, shutdown.clone()).await;
     for bridge in bridges {
         let _ = bridge.await;
+    }
+    for task in mirror.tasks {
+        let _ = task.await;
     }
     let _ = retention.await;
     let _ = reopener.await;

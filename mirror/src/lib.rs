@@ -5,9 +5,32 @@
 //! - [`hub`]: the hub's listener (identify edges, append at the log end, acknowledge).
 //! - [`wire`]: the frames; [`tls`]: certificates and QUIC settings; [`certs`]: `tern certs`.
 //! - [`ports`]: what the mirror needs from tern's log, implemented by the root crate.
+//! - [`status`], [`metrics`], [`gaps`]: what users see of it.
 
+pub mod batches;
 pub mod certs;
 pub mod config;
+pub mod edge;
+pub mod gaps;
+pub mod hub;
+pub mod metrics;
 pub mod ports;
+pub mod status;
 pub mod tls;
 pub mod wire;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod consume;
 pub mod delete_records;
 pub mod groups;
+pub mod mirror;
 pub mod produce;
 
 pub mod topics;

@@ -1,0 +1,194 @@
+//! The mirror's port into tern (`tern_mirror::ports::MirrorLog`): reads hand out stored
+//! batches as they are on disk, mirrored appends keep the offsets the batches carry and
+//! become durable through the same group commit as produce requests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_mirror::ports::{Appended, MirrorLog, PortError, TopicInfo};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::log::{batch, now_ms, LogError, Partition};
+use crate::topics::{is_internal, TopicError};
+
+pub struct MirrorPort {
+    broker: Arc<Broker>,
+}
+
+impl MirrorPort {
+    pub fn new(broker: Arc<Broker>) -> MirrorPort {
+        MirrorPort { broker }
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, PortError> {
+        self.broker
+            .topics
+            .get(topic)
+            .and_then(|t| t.partition(partition))
+            .ok_or_else(|| PortError::Unavailable(format!("{topic}-{partition} does not exist")))
+    }
+}
+
+fn from_log(e: LogError) -> PortError {
+    match e {
+        LogError::OffsetOutOfRange { offset, start, .. } => PortError::OutOfRange { offset, start },
+        LogError::MirrorOverlap { .. } | LogError::Corrupt(_) | LogError::InvalidRecords(_) => {
+            PortError::Refused(e.to_string())
+        }
+        other => PortError::Unavailable(other.to_string()),
+    }
+}
+
+fn from_topic(e: TopicError) -> PortError {
+    match e {
+        TopicError::InvalidName(_) | TopicError::Config(_) | TopicError::InvalidPartitions(_) => {
+            PortError::Refused(e.to_string())
+        }
+        other => PortError::Unavailable(other.to_string()),
+    }
+}
+
+impl MirrorLog for MirrorPort {
+    fn topics(&self) -> Vec<TopicInfo> {
+        self.broker
+            .topics
+            .list()
+            .into_iter()
+            .map(|t| TopicInfo {
+                internal: is_internal(&t.name),
+                name: t.name.clone(),
+                partitions: t.partition_count(),
+                configs: t.overrides().into_iter().collect(),
+            })
+            .collect()
+    }
+
+    fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), PortError> {
+        let log = self.partition(topic, partition)?;
+        let log = log.lock();
+        Ok((log.log_start_offset(), log.high_watermark()))
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, PortError> {
+        let log = self.partition(topic, partition)?;
+        let read = tokio::task::block_in_place(|| log.read(offset, max_bytes)).map_err(from_log)?;
+        Ok(Bytes::from(read.bytes))
+    }
+
+    fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<i32, PortError> {
+        let topics = &self.broker.topics;
+        tokio::task::block_in_place(|| {
+            if let Some(existing) = topics.get(topic) {
+                if existing.partition_count() < partitions {
+                    topics.grow(topic, partitions, false).map_err(from_topic)?;
+                }
+                return Ok(partitions.max(existing.partition_count()));
+            }
+            let configs: BTreeMap<String, String> = configs.iter().cloned().collect();
+            match topics.create(topic, partitions, configs) {
+                Ok(t) => Ok(t.partition_count()),
+                Err(TopicError::AlreadyExists(_)) => topics
+                    .get(topic)
+                    .map(|t| t.partition_count())
+                    .ok_or_else(|| PortError::Unavailable(format!("{topic} disappeared"))),
+                Err(e) => Err(from_topic(e)),
+            }
+        })
+    }
+
+    fn append_mirrored(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: &[u8],
+    ) -> Result<Appended, PortError> {
+        let log = self.partition(topic, partition)?;
+        let split = batch::split_batches(batches).map_err(|e| PortError::Refused(e.to_string()))?;
+        let outcome =
+            tokio::task::block_in_place(|| log.append_mirrored(&split, now_ms())).map_err(from_log)?;
+        self.broker
+            .metrics
+            .record_produce(topic, outcome.records, outcome.stored_bytes);
+        Ok(Appended {
+            log_end: outcome.log_end,
+            records: outcome.records,
+            bytes: outcome.stored_bytes,
+            duplicates: outcome.duplicates,
+            gaps: outcome.gaps,
+            generation: outcome.generation,
+        })
+    }
+
+    async fn wait_durable(
+        &self,
+        topic: &str,
+        partition: i32,
+        appended: &Appended,
+    ) -> Result<(), PortError> {
+        let log = self.partition(topic, partition)?;
+        self.broker
+            .group_commit
+            .wait_durable(log, appended.log_end, appended.generation)
+            .await
+            .map_err(from_log)
+    }
+
+    fn durable_events(&self) -> watch::Receiver<u64> {
+        self.broker.group_commit.durable_events()
+    }
+}
+
+/// The tasks `[mirror]` and `[hub]` start, and the hub's bound address.
+pub struct MirrorTasks {
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub hub_addr: Option<std::net::SocketAddr>,
+}
+
+/// Starts the edge link and the hub listener the config asks for. Configuration and
+/// certificate errors stop `tern serve` before it reports ready.
+pub fn start(
+    broker: &Arc<Broker>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<MirrorTasks, String> {
+    let port = Arc::new(MirrorPort::new(Arc::clone(broker)));
+    let status = broker.mirror_status.clone();
+    let metrics = broker.metrics.mirror.clone();
+    let mut out = MirrorTasks {
+        tasks: Vec::new(),
+        hub_addr: None,
+    };
+    if let Some(hub) = &broker.config.hub {
+        let hub = tern_mirror::config::Hub::compile(hub.clone()).map_err(|e| e.to_string())?;
+        let state_dir = broker.config.broker.data_dir.join("mirror-hub");
+        let (server, addr) = tern_mirror::hub::HubServer::bind(
+            hub,
+            Arc::clone(&port),
+            status.clone(),
+            metrics.clone(),
+            &state_dir,
+        )
+        .map_err(|e| format!("[hub]: {e}"))?;
+        out.hub_addr = Some(addr);
+        out.tasks.push(tokio::spawn(server.run(shutdown.clone())));
+    }
+    if let Some(edge) = &broker.config.mirror {
+        let edge = tern_mirror::config::Edge::compile(edge.clone()).map_err(|e| e.to_string())?;
+        let link = tern_mirror::edge::EdgeLink::new(edge, port, status, metrics)
+            .map_err(|e| format!("[mirror]: {e}"))?;
+        out.tasks.push(tokio::spawn(link.run(shutdown)));
+    }
+    Ok(out)
+}
