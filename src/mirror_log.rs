@@ -117,8 +117,8 @@ impl MirrorLog for MirrorPort {
     ) -> Result<Appended, PortError> {
         let log = self.partition(topic, partition)?;
         let split = batch::split_batches(batches).map_err(|e| PortError::Refused(e.to_string()))?;
-        let outcome =
-            tokio::task::block_in_place(|| log.append_mirrored(&split, now_ms())).map_err(from_log)?;
+        let outcome = tokio::task::block_in_place(|| log.append_mirrored(&split, now_ms()))
+            .map_err(from_log)?;
         self.broker
             .metrics
             .record_produce(topic, outcome.records, outcome.stored_bytes);

@@ -66,8 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let metrics = Arc::new(Metrics::new());
     let (broker, group_commit_task) = Broker::open(config_for_open, kafka_local.port(), metrics)?;
     let topics = broker.topics.list().len();
-    let mirror =
-        crate::mirror_log::start(&broker, shutdown.clone()).map_err(ServeError::Config)?;
+    let mirror = crate::mirror_log::start(&broker, shutdown.clone()).map_err(ServeError::Config)?;
     let hub = mirror.hub_addr.map(|a| a.to_string()).unwrap_or_default();
     // Tests and scripts wait for this line: all ports are bound and recovery is done.
     info!(kafka = %kafka_local, http = %http_local, mirror_hub = %hub, data_dir = %data_dir.display(), topics,

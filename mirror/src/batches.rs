@@ -68,7 +68,10 @@ mod tests {
         let bytes = [header(10, 4, 7, 5), header(15, 0, 9, 0)].concat();
         let spans = spans(&bytes).expect("valid");
         assert_eq!(spans.len(), 2);
-        assert_eq!((spans[0].base_offset, spans[0].next_offset, spans[0].len), (10, 15, 48));
+        assert_eq!(
+            (spans[0].base_offset, spans[0].next_offset, spans[0].len),
+            (10, 15, 48)
+        );
         assert_eq!((spans[1].next_offset, spans[1].first_timestamp), (16, 9));
         assert!(super::spans(&bytes[..50]).is_none(), "a cut batch");
     }

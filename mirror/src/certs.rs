@@ -252,7 +252,7 @@ mod tests {
         let roots = crate::tls::load_roots(&dir.path().join(CA_CERT)).expect("roots");
         let edge = crate::tls::load_certs(&dir.path().join("gw-1.pem")).expect("edge cert");
         let leaf = webpki::EndEntityCert::try_from(&edge[0]).expect("parse");
-        let anchors: Vec<_> = roots.roots.iter().cloned().collect();
+        let anchors = roots.roots.to_vec();
         leaf.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &anchors,

@@ -91,7 +91,17 @@ impl<L: MirrorLog> EdgeLink<L> {
         let mut connected_once = false;
         while !shutdown.is_cancelled() {
             self.status.edge(|s| s.state = "connecting".into());
-            match self.connect().await {
+            // A dead hub answers nothing: keep the offline lag fresh while we try.
+            let connecting = self.connect();
+            tokio::pin!(connecting);
+            let mut refresh = tokio::time::interval(Duration::from_secs(1));
+            let attempt = loop {
+                tokio::select! {
+                    result = &mut connecting => break result,
+                    _ = refresh.tick() => self.refresh_offline_lag(),
+                }
+            };
+            match attempt {
                 Ok(connection) => {
                     if connected_once {
                         self.metrics.reconnects.get_or_create(&hub_labels).inc();
@@ -118,9 +128,36 @@ impl<L: MirrorLog> EdgeLink<L> {
             }
             let wait = delay.next();
             self.status.edge(|s| s.state = "waiting".into());
+            self.refresh_offline_lag();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// While the link is down nothing acknowledges, but the edge keeps storing: the lag
+    /// shown (and exported) grows against the hub's last known end.
+    fn refresh_offline_lag(&self) {
+        for topic in self.log.topics() {
+            if topic.internal || !self.edge.selects(&topic.name) {
+                continue;
+            }
+            for partition in 0..topic.partitions {
+                let Ok((start, end)) = self.log.offsets(&topic.name, partition) else {
+                    continue;
+                };
+                let behind = self.status.edge_partition(&topic.name, partition, |p| {
+                    p.edge_start = start;
+                    p.edge_end = end;
+                    p.records_behind = (end - p.hub_end.max(start)).max(0);
+                    p.records_behind
+                });
+                let l = labels(&[
+                    ("topic", &topic.name),
+                    ("partition", &partition.to_string()),
+                ]);
+                self.metrics.lag_records.get_or_create(&l).set(behind);
             }
         }
     }
@@ -149,10 +186,7 @@ impl<L: MirrorLog> EdgeLink<L> {
             .await
             .map_err(|_| format!("no answer from {addr} within {HANDSHAKE_TIMEOUT:?}"))?
             .map_err(|e| tls::explain(&e))?;
-        let (send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| refused_or(&e))?;
+        let (send, recv) = connection.open_bi().await.map_err(|e| refused_or(&e))?;
         let mut writer = FramedWrite::new(send, codec());
         let hello = Frame::Hello {
             edge: edge.config.name.clone(),
@@ -342,12 +376,23 @@ impl<L: MirrorLog> Sender<L> {
                  (was the edge's data directory replaced?); not mirroring this partition"
             ));
         }
-        tracing::debug!(topic, partition, hub_start, hub_end, edge_start, edge_end, "mirror stream open");
+        tracing::debug!(
+            topic,
+            partition,
+            hub_start,
+            hub_end,
+            edge_start,
+            edge_end,
+            "mirror stream open"
+        );
         let topic_labels = labels(&[("topic", topic)]);
         let lag = self
             .metrics
             .lag_records
-            .get_or_create(&labels(&[("topic", topic), ("partition", &partition.to_string())]))
+            .get_or_create(&labels(&[
+                ("topic", topic),
+                ("partition", &partition.to_string()),
+            ]))
             .clone();
         let mut acked = hub_end;
         let mut next = hub_end;
@@ -366,21 +411,30 @@ impl<L: MirrorLog> Sender<L> {
                 next = start;
             }
             while in_flight_bytes < window && next < end {
-                let bytes = match self.log.read(topic, partition, next, self.edge.config.max_frame_bytes) {
-                    Ok(b) => b,
-                    Err(PortError::OutOfRange { start, .. }) => {
-                        next = start.max(next);
-                        continue;
-                    }
-                    Err(e) => return StreamEnd::Failed(e.to_string()),
-                };
+                let bytes =
+                    match self
+                        .log
+                        .read(topic, partition, next, self.edge.config.max_frame_bytes)
+                    {
+                        Ok(b) => b,
+                        Err(PortError::OutOfRange { start, .. }) => {
+                            next = start.max(next);
+                            continue;
+                        }
+                        Err(e) => return StreamEnd::Failed(e.to_string()),
+                    };
                 let Some(spans) = batches::spans(&bytes) else {
-                    return StreamEnd::Failed(format!("unreadable stored batches at {topic}-{partition} offset {next}"));
+                    return StreamEnd::Failed(format!(
+                        "unreadable stored batches at {topic}-{partition} offset {next}"
+                    ));
                 };
                 let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
                     break;
                 };
-                let frame = Frame::Batches { edge_end: end, batches: bytes.clone() };
+                let frame = Frame::Batches {
+                    edge_end: end,
+                    batches: bytes.clone(),
+                };
                 if let Err(e) = send_frame(&mut writer, frame).await {
                     return stream_end(e, &connection);
                 }

@@ -132,7 +132,10 @@ fn note_gap(status: &SharedStatus, metrics: &MirrorMetrics, edge: &str, gap: &Ga
     let lost = gap.to - gap.from;
     let l = labels(&[("edge", edge), ("topic", &gap.topic)]);
     metrics.gaps.get_or_create(&l).inc();
-    metrics.gap_records.get_or_create(&l).inc_by(lost.max(0) as u64);
+    metrics
+        .gap_records
+        .get_or_create(&l)
+        .inc_by(lost.max(0) as u64);
     status.hub_partition(edge, &gap.topic, gap.partition, |p| {
         p.gap_records += lost;
         p.gaps.push((gap.from, gap.to));
@@ -323,22 +326,23 @@ async fn serve_partition<L: MirrorLog>(
         Ok(p) => p,
         Err(reason) => {
             warn!(edge, topic = %hub_topic, partition, %reason, "mirror stream refused");
-            send_frame(&mut writer, Frame::Error { reason: reason.clone() }).await?;
+            send_frame(
+                &mut writer,
+                Frame::Error {
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
             return Err(reason);
         }
     };
-    shared.status.hub_partition(edge, &hub_topic, partition, |p| {
-        p.hub_end = log_end;
-        p.records_behind = (p.edge_end - log_end).max(0);
-    });
-    send_frame(
-        &mut writer,
-        Frame::Position {
-            log_start,
-            log_end,
-        },
-    )
-    .await?;
+    shared
+        .status
+        .hub_partition(edge, &hub_topic, partition, |p| {
+            p.hub_end = log_end;
+            p.records_behind = (p.edge_end - log_end).max(0);
+        });
+    send_frame(&mut writer, Frame::Position { log_start, log_end }).await?;
 
     let labels = labels(&[("edge", edge), ("topic", &hub_topic)]);
     let (tx, mut rx) = mpsc::channel::<ToAck>(PENDING_ACKS);
@@ -385,7 +389,13 @@ async fn serve_partition<L: MirrorLog>(
             let appended = match next {
                 ToAck::Ack(a) => a,
                 ToAck::Fail(reason) => {
-                    send_frame(&mut writer, Frame::Error { reason: reason.clone() }).await?;
+                    send_frame(
+                        &mut writer,
+                        Frame::Error {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await?;
                     return Err(reason);
                 }
             };
@@ -394,11 +404,13 @@ async fn serve_partition<L: MirrorLog>(
                 .wait_durable(hub_topic, partition, &appended)
                 .await
                 .map_err(|e| e.to_string())?;
-            shared.status.hub_partition(edge, hub_topic, partition, |p| {
-                p.hub_end = appended.log_end;
-                p.duplicates += appended.duplicates;
-                p.records_behind = (p.edge_end - appended.log_end).max(0);
-            });
+            shared
+                .status
+                .hub_partition(edge, hub_topic, partition, |p| {
+                    p.hub_end = appended.log_end;
+                    p.duplicates += appended.duplicates;
+                    p.records_behind = (p.edge_end - appended.log_end).max(0);
+                });
             send_frame(
                 &mut writer,
                 Frame::Ack {

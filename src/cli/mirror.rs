@@ -74,7 +74,14 @@ pub fn certs(command: CertsCommand) -> anyhow::Result<()> {
             days,
         } => {
             let ca_dir = ca_dir.unwrap_or_else(|| dir.clone());
-            certs::create(&dir, &ca_dir, Role::Edge, &name, std::slice::from_ref(&name), days)?
+            certs::create(
+                &dir,
+                &ca_dir,
+                Role::Edge,
+                &name,
+                std::slice::from_ref(&name),
+                days,
+            )?
         }
     };
     for path in created {
@@ -166,11 +173,19 @@ fn print_edge(edge: &EdgeStatus) {
 }
 
 fn print_hub(hub: &HubStatus) {
-    println!("HUB listening on {} (QUIC), {} edges known", hub.listen, hub.edges.len());
+    println!(
+        "HUB listening on {} (QUIC), {} edges known",
+        hub.listen,
+        hub.edges.len()
+    );
     for (name, edge) in &hub.edges {
         println!(
             "  edge {name}: {} from {} (up {}){}",
-            if edge.connected { "connected" } else { "disconnected" },
+            if edge.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
             edge.address.as_deref().unwrap_or("-"),
             since(edge.connected_since_ms),
             edge.last_error
@@ -193,7 +208,11 @@ fn print_hub(hub: &HubStatus) {
                 p.records_behind,
                 p.duplicates,
                 p.gap_records,
-                if gaps.is_empty() { "-".into() } else { gaps.join(" ") }
+                if gaps.is_empty() {
+                    "-".into()
+                } else {
+                    gaps.join(" ")
+                }
             );
         }
     }

@@ -1,0 +1,202 @@
+"""Mirroring over QUIC with real tern processes: an edge's topics reach the hub as
+`<edge>.<topic>` with the same offsets, keys, values, headers and timestamps, compared record
+by record through the Kafka protocol on both sides; through hub outages, new topics and
+partitions, retention gaps, and with identities the hub must refuse."""
+
+import os
+import re
+import subprocess
+import time
+
+from harness import TERN_BIN, Tern
+from mirror_site import (Certs, add_partitions, assert_identical, caught_up, create_topic, edge_config,
+                         mirror_status, produce, start_edge, start_hub, wait_until, watermarks)
+
+RECORDS = int(os.environ.get("MIRROR_RECORDS", "500000"))
+OUTAGE_S = float(os.environ.get("MIRROR_OUTAGE_S", "60"))
+
+# topic -> (partitions, producer compression, headers)
+TOPICS = {
+    "sensors": (3, "lz4", True),
+    "doors": (1, "gzip", True),
+    "cameras": (2, "zstd", True),
+    "plain": (1, "none", False),
+}
+
+
+def make_topics(edge: Tern):
+    for topic, (partitions, _, _) in TOPICS.items():
+        create_topic(edge.bootstrap, topic, partitions)
+
+
+def produce_all(edge: Tern, per_topic: int, start: int = 0):
+    for topic, (_, codec, headers) in TOPICS.items():
+        produce(edge.bootstrap, topic, per_topic, codec=codec, start=start, headers=headers)
+
+
+def test_edge_topics_reach_the_hub_with_the_same_offsets_and_records(tmp_path):
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs)
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
+    try:
+        make_topics(edge)
+        produce_all(edge, RECORDS // len(TOPICS))
+        wait_until(lambda: caught_up(edge, hub, "gw-1", list(TOPICS)), 300, "the hub to catch up")
+        total = assert_identical(edge, hub, "gw-1", list(TOPICS))
+        assert total == RECORDS // len(TOPICS) * len(TOPICS)
+
+        status = mirror_status(edge)["edge"]
+        assert status["state"] == "connected", status
+        assert all(p["records_behind"] == 0 for p in status["partitions"].values()), status
+        hub_status = mirror_status(hub)["hub"]
+        assert hub_status["edges"]["gw-1"]["connected"], hub_status
+        assert len(hub_status["edges"]["gw-1"]["partitions"]) == sum(p for p, _, _ in TOPICS.values())
+
+        text = subprocess.run([TERN_BIN, "mirror", "status", "--http", f"127.0.0.1:{hub.http_port}"],
+                              capture_output=True, text=True, timeout=30).stdout
+        assert "edge gw-1: connected" in text and "gw-1.sensors" in text, text
+        metrics = hub.metrics()
+        received = sum(float(l.split()[-1]) for l in metrics.splitlines()
+                       if l.startswith("tern_mirror_received_records_total{"))
+        assert received == total, f"hub counted {received} mirrored records, expected {total}"
+    finally:
+        edge.kill()
+        hub.kill()
+
+
+def test_a_hub_outage_loses_and_duplicates_nothing(tmp_path):
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs)
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
+    try:
+        make_topics(edge)
+        produce_all(edge, 5_000)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", list(TOPICS)), 120, "the first catch-up")
+        hub.stop()
+        # The edge keeps taking records while the hub is away.
+        deadline = time.time() + OUTAGE_S
+        round = 1
+        while time.time() < deadline:
+            produce_all(edge, 2_000, start=round * 10_000)
+            round += 1
+            time.sleep(min(5.0, max(0.0, deadline - time.time())))
+        status = mirror_status(edge)["edge"]
+        assert status["state"] != "connected", status
+        assert sum(p["records_behind"] for p in status["partitions"].values()) > 0, status
+        hub.start()
+        wait_until(lambda: caught_up(edge, hub, "gw-1", list(TOPICS)), 180, "the catch-up after the outage")
+        total = assert_identical(edge, hub, "gw-1", list(TOPICS))
+        assert total == 5_000 * len(TOPICS) + 2_000 * len(TOPICS) * (round - 1)
+        assert mirror_status(edge)["edge"]["reconnects"] >= 1
+    finally:
+        edge.kill()
+        hub.kill()
+
+
+def test_new_topics_and_partitions_on_the_edge_appear_on_the_hub(tmp_path):
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs)
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
+    try:
+        create_topic(edge.bootstrap, "locks", 1, {"retention.ms": "604800000"})
+        produce(edge.bootstrap, "locks", 1_000)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["locks"]), 60, "locks on the hub")
+        # A new partition and a new topic while mirroring runs.
+        add_partitions(edge.bootstrap, "locks", 3)
+        create_topic(edge.bootstrap, "alarms", 2)
+        produce(edge.bootstrap, "locks", 3_000, start=1_000)
+        produce(edge.bootstrap, "alarms", 2_000)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["locks", "alarms"]), 60, "new partitions and topics")
+        assert set(watermarks(hub.bootstrap, "gw-1.locks")) == {0, 1, 2}
+        assert_identical(edge, hub, "gw-1", ["locks", "alarms"])
+        # The hub's topic has the edge topic's configs.
+        described = subprocess.run([TERN_BIN, "topics", "-b", hub.bootstrap, "describe", "gw-1.locks"],
+                                   capture_output=True, text=True, timeout=30).stdout
+        assert "retention.ms=604800000" in described.replace(" ", ""), described
+        # Internal topics never travel.
+        assert not watermarks(hub.bootstrap, "gw-1.__consumer_offsets")
+    finally:
+        edge.kill()
+        hub.kill()
+
+
+def test_retention_on_the_edge_while_the_hub_is_down_is_recorded_as_a_gap(tmp_path):
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs)
+    retention = """
+[topic_defaults]
+"retention.bytes" = 20000
+"segment.bytes" = 10000
+[storage]
+retention_check_interval_ms = 200
+"""
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port, extra=retention)
+    try:
+        create_topic(edge.bootstrap, "events", 1)
+        produce(edge.bootstrap, "events", 100, codec="none")
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["events"]), 60, "the first records")
+        hub.stop()
+        # Separate flushes make separate batches, so segments roll and retention can delete.
+        for round in range(20):
+            produce(edge.bootstrap, "events", 250, codec="none", start=100 + round * 250)
+        low = wait_until(lambda: watermarks(edge.bootstrap, "events")[0][0] > 100 and
+                         watermarks(edge.bootstrap, "events")[0][0], 30, "edge retention to delete")
+        hub.start()
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["events"]), 60, "the catch-up after the gap")
+        # The hub kept what it had, jumped the lost range, and has the rest at the same offsets.
+        mine = watermarks(edge.bootstrap, "events")[0]
+        theirs = watermarks(hub.bootstrap, "gw-1.events")[0]
+        assert theirs == (0, mine[1]), (mine, theirs)
+        hub_edge = mirror_status(hub)["hub"]["edges"]["gw-1"]["partitions"]["gw-1.events/0"]
+        assert len(hub_edge["gaps"]) == 1, hub_edge
+        gap_from, gap_to = hub_edge["gaps"][0]
+        assert gap_from == 100 and gap_to >= low, (hub_edge, low)
+        assert hub_edge["gap_records"] == gap_to - gap_from
+        edge_part = mirror_status(edge)["edge"]["partitions"]["events/0"]
+        assert edge_part["gap_records"] == gap_to - gap_from, edge_part
+        gap_metric = [l for l in hub.metrics().splitlines() if l.startswith("tern_mirror_gap_records_total{")]
+        assert gap_metric and float(gap_metric[0].split()[-1]) == gap_to - gap_from, gap_metric
+        assert re.search(r"mirror gap.*from=100", hub.log_text()), "the hub logs the gap"
+        # The gap is remembered across a hub restart.
+        hub.restart()
+        again = mirror_status(hub)["hub"]["edges"]["gw-1"]["partitions"]["gw-1.events/0"]
+        assert again["gaps"] == [[gap_from, gap_to]], again
+    finally:
+        edge.kill()
+        hub.kill()
+
+
+def test_two_edges_share_a_hub_and_wrong_identities_are_refused(tmp_path):
+    certs = Certs(tmp_path / "certs")
+    other_ca = Certs(tmp_path / "other-ca")
+    hub = start_hub(tmp_path, certs)
+    one = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
+    two = start_edge(tmp_path, certs, "gw-2", hub.quic_port)
+    # gw-3 pretends to be gw-1 (its certificate says gw-3); gw-4's certificate is from another CA.
+    impostor = Tern(tmp_path / "impostor", name="impostor",
+                    config=edge_config(certs, "gw-1", hub.quic_port, cert_name="gw-3")).start()
+    stranger = Tern(tmp_path / "stranger", name="stranger",
+                    config=edge_config(other_ca, "gw-4", hub.quic_port, ca=certs.dir / "ca.pem")).start()
+    try:
+        for edge in (one, two, impostor, stranger):
+            create_topic(edge.bootstrap, "sensors", 1)
+        produce(one.bootstrap, "sensors", 1_000)
+        produce(two.bootstrap, "sensors", 2_000)
+        produce(impostor.bootstrap, "sensors", 50)
+        produce(stranger.bootstrap, "sensors", 60)
+        wait_until(lambda: caught_up(one, hub, "gw-1", ["sensors"]) and caught_up(two, hub, "gw-2", ["sensors"]),
+                   60, "both edges")
+        assert_identical(one, hub, "gw-1", ["sensors"])
+        assert_identical(two, hub, "gw-2", ["sensors"])
+        wait_until(lambda: "not valid for the edge name `gw-1`" in hub.log_text(), 30, "the hub's refusal log")
+        wait_until(lambda: "the hub refused this edge" in impostor.log_text(), 30, "the impostor's log")
+        wait_until(lambda: "edge connection failed during the handshake" in hub.log_text(), 30,
+                   "the hub's handshake-failure log")
+        wait_until(lambda: "cannot connect to the mirror hub" in stranger.log_text(), 30, "the stranger's log")
+        assert not watermarks(hub.bootstrap, "gw-3.sensors") and not watermarks(hub.bootstrap, "gw-4.sensors")
+        # gw-1's copy holds gw-1's 1,000 records only: the impostor wrote nothing into it.
+        assert watermarks(hub.bootstrap, "gw-1.sensors")[0] == (0, 1_000)
+        assert mirror_status(impostor)["edge"]["state"] != "connected"
+    finally:
+        for t in (one, two, impostor, stranger, hub):
+            t.kill()
