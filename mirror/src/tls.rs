@@ -205,15 +205,19 @@ pub fn check_edge_identity(peer: Option<Box<dyn std::any::Any>>, edge: &str) -> 
 /// A handshake failure in words a user can act on.
 pub fn explain(error: &quinn::ConnectionError) -> String {
     let text = error.to_string();
-    if text.contains("NoApplicationProtocol")
-        || text.contains("no_application_protocol")
-        || text.contains("120") && text.contains("alert")
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("noapplicationprotocol")
+        || lower.contains("no_application_protocol")
+        || lower.contains("error 120")
     {
         format!(
             "no common mirror protocol version (this side speaks {}): {text}",
             String::from_utf8_lossy(ALPN)
         )
-    } else if text.contains("Expired") || text.contains("NotValidYet") {
+    } else if lower.contains("expired")
+        || lower.contains("not valid yet")
+        || lower.contains("notvalidyet")
+    {
         let clock_ok = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() > 1_700_000_000)
@@ -223,6 +227,16 @@ pub fn explain(error: &quinn::ConnectionError) -> String {
         } else {
             format!("this machine's clock is not set (it says 1970?): certificates cannot be checked until time is synced; retrying ({text})")
         }
+    } else if lower.contains("no certificates")
+        || lower.contains("certificate required")
+        || lower.contains("error 116")
+    {
+        format!("no client certificate was presented (the hub requires one): {text}")
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("error 48")
+    {
+        format!("the certificate is not signed by the CA the other side trusts: {text}")
     } else {
         text
     }
