@@ -206,8 +206,20 @@ async fn serve_edge<L: MirrorLog>(
         .get_or_create(&labels(&[("edge", &edge)]))
         .set(1);
     info!(edge, %remote, "edge connected");
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let reason = loop {
         tokio::select! {
+            _ = refresh.tick() => {
+                // The address changes when the edge's NAT rebinds (QUIC migrates the path).
+                let address = connection.remote_address().to_string();
+                let rtt_ms = connection.rtt().as_secs_f64() * 1000.0;
+                shared.status.hub(|h| {
+                    if let Some(e) = h.edges.get_mut(&edge) {
+                        e.address = Some(address);
+                        e.rtt_ms = Some(rtt_ms);
+                    }
+                });
+            }
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let shared = Arc::clone(&shared);

@@ -68,6 +68,7 @@ pub struct HubEdge {
     pub connected: bool,
     pub connected_since_ms: Option<i64>,
     pub address: Option<String>,
+    pub rtt_ms: Option<f64>,
     pub last_error: Option<String>,
     pub partitions: BTreeMap<String, HubPartition>,
 }

@@ -118,6 +118,9 @@ def test_a_bad_wan_link_converges_exactly_once_without_a_restart(tmp_path):
         hub_edge = mirror_status(hub)["hub"]["edges"]["gw-1"]
         print(f"bad link: {total} records identical, {proxy.dropped} packets dropped, "
               f"edge reconnects {status['reconnects']}, hub sees edge at {hub_edge['address']}")
+        new_port = proxy.up.getsockname()[1]
+        wait_until(lambda: mirror_status(hub)["hub"]["edges"]["gw-1"]["address"] == f"127.0.0.1:{new_port}", 10,
+                   "the hub to follow the edge to its new address")
         # Both processes ran throughout: nothing was restarted to get here.
         assert edge.starts == 1 and hub.starts == 1
     finally:
