@@ -331,6 +331,22 @@ mod tests {
     }
 
     #[test]
+    fn the_mirror_examples_are_valid_apart_from_their_certificate_files() {
+        for (text, key) in [
+            (include_str!("../configs/mirror-edge.toml"), "mirror.cert"),
+            (include_str!("../configs/mirror-hub.toml"), "hub.cert"),
+        ] {
+            // The examples point at /etc/tern/certs, which does not exist here: the
+            // error must name that key, and nothing before it may fail.
+            let err = Config::parse(text, None).expect_err("no certificate files here");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = Config::parse("[mirror]\nhub = \"h:1\"\nname = \"gw\"\nhubb = 1\n", None)
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("hubb"), "{err}");
+    }
+
+    #[test]
     fn bridge_errors_name_the_bridge_rule_and_key() {
         let text = "[[bridges.mqtt]]\nname = \"gw\"\n[[bridges.mqtt.inbound]]\nfilter = \"a/+\"\ntopic = \"t\"\nkey = \"{3}\"\n";
         let err = Config::parse(text, None).expect_err("no level 3");
