@@ -12,6 +12,7 @@
 //! - `retention`  background retention and the global disk budget.
 //! - `scrub`      background verification of sealed segments (damage is quarantined).
 //! - `http`       `/healthz`, `/metrics` and `/v1/mirror`.
+//! - `mirror_namespaces` on a hub, the `<edge>.` prefixes only the mirror may write.
 //! - `mirror_log` the mirror's port into the log (the mirror itself is the `mirror/` crate).
 //! - `bridge_log` the MQTT bridge's port into the log (the bridge is the `bridges/` crate).
 //! - `metrics`    Prometheus counters and gauges.
@@ -31,6 +32,7 @@ pub mod kafka;
 pub mod log;
 pub mod metrics;
 pub mod mirror_log;
+pub mod mirror_namespaces;
 pub mod producer_ids;
 pub mod retention;
 pub mod scrub;

@@ -146,6 +146,12 @@ impl MirrorLog for MirrorPort {
             .map_err(from_log)
     }
 
+    fn claim_namespace(&self, prefix: &str) -> Result<(), PortError> {
+        tokio::task::block_in_place(|| self.broker.mirror_namespaces.claim(prefix)).map_err(|e| {
+            PortError::Unavailable(format!("cannot record the namespace {prefix}: {e}"))
+        })
+    }
+
     fn durable_events(&self) -> watch::Receiver<u64> {
         self.broker.group_commit.durable_events()
     }

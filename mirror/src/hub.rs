@@ -168,7 +168,16 @@ async fn serve_edge<L: MirrorLog>(
             return;
         }
     };
-    let edge = match identify(&connection).await {
+    let prefix_of = |edge: &str| format!("{edge}{}", shared.hub.config.separator);
+    let identified = match identify(&connection).await {
+        Ok(edge) => shared
+            .log
+            .claim_namespace(&prefix_of(&edge))
+            .map(|_| edge)
+            .map_err(|e| e.to_string()),
+        Err(reason) => Err(reason),
+    };
+    let edge = match identified {
         Ok(edge) => edge,
         Err(reason) => {
             warn!(%remote, %reason, "edge refused");

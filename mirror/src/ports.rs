@@ -86,6 +86,10 @@ pub trait MirrorLog: Send + Sync + 'static {
         appended: &Appended,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
+    /// Reserves a topic prefix for the mirror (on a hub: `<edge><separator>`), durably:
+    /// Kafka producers may not write there.
+    fn claim_namespace(&self, prefix: &str) -> Result<(), PortError>;
+
     /// Changes whenever new records became durable somewhere.
     fn durable_events(&self) -> watch::Receiver<u64>;
 }

@@ -38,6 +38,7 @@ pub fn topic_error_code(e: &TopicError) -> ResponseError {
         TopicError::Config(ConfigError::UnknownKey(_))
         | TopicError::Config(ConfigError::InvalidValue { .. }) => ResponseError::InvalidConfig,
         TopicError::Log(e) => log_error_code(e),
+        TopicError::Mirrored(_) => ResponseError::TopicAuthorizationFailed,
         TopicError::Io { .. } | TopicError::BadMetadata { .. } => ResponseError::KafkaStorageError,
     }
 }

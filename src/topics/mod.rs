@@ -47,6 +47,8 @@ pub enum TopicError {
         #[source]
         source: std::io::Error,
     },
+    #[error("topic `{0}` is a mirror of an edge's topic: only the mirror writes it")]
+    Mirrored(String),
     #[error("topic metadata in {path} is unreadable: {reason}")]
     BadMetadata { path: String, reason: String },
 }

@@ -197,6 +197,14 @@ def test_two_edges_share_a_hub_and_wrong_identities_are_refused(tmp_path):
         # gw-1's copy holds gw-1's 1,000 records only: the impostor wrote nothing into it.
         assert watermarks(hub.bootstrap, "gw-1.sensors")[0] == (0, 1_000)
         assert mirror_status(impostor)["edge"]["state"] != "connected"
+        # At the hub, Kafka producers cannot write into an edge's namespace either.
+        from confluent_kafka import Producer
+        errors = []
+        p = Producer({"bootstrap.servers": hub.bootstrap, "message.timeout.ms": 10_000})
+        p.produce("gw-1.sensors", value=b"forged", on_delivery=lambda err, msg: errors.append(err))
+        p.flush(15)
+        assert errors and errors[0] is not None and "AUTHORIZATION" in str(errors[0]), errors
+        assert watermarks(hub.bootstrap, "gw-1.sensors")[0] == (0, 1_000)
     finally:
         for t in (one, two, impostor, stranger, hub):
             t.kill()

@@ -62,6 +62,8 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
             Err(crate::topics::TopicError::InvalidName(format!(
                 "{name} is an internal topic: clients may read it, only tern writes it"
             )))
+        } else if broker.mirror_namespaces.owns(&name) {
+            Err(crate::topics::TopicError::Mirrored(name.clone()))
         } else {
             broker.topic_or_auto_create(&name)
         };
