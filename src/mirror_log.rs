@@ -100,10 +100,22 @@ impl MirrorLog for MirrorPort {
             let configs: BTreeMap<String, String> = configs.iter().cloned().collect();
             match topics.create(topic, partitions, configs) {
                 Ok(t) => Ok(t.partition_count()),
-                Err(TopicError::AlreadyExists(_)) => topics
-                    .get(topic)
-                    .map(|t| t.partition_count())
-                    .ok_or_else(|| PortError::Unavailable(format!("{topic} disappeared"))),
+                Err(TopicError::AlreadyExists(_)) => {
+                    // Another partition's stream is creating it right now (the name is
+                    // reserved until its files exist): wait for that to finish.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    loop {
+                        if let Some(t) = topics.get(topic) {
+                            return Ok(t.partition_count());
+                        }
+                        if std::time::Instant::now() > deadline {
+                            return Err(PortError::Unavailable(format!(
+                                "{topic} is still being created"
+                            )));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
                 Err(e) => Err(from_topic(e)),
             }
         })

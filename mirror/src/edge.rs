@@ -136,6 +136,16 @@ impl<L: MirrorLog> EdgeLink<L> {
         }
     }
 
+    /// RTT and the bytes this connection put on the wire (UDP payloads, all overhead in).
+    fn note_link(&self, connection: &quinn::Connection) {
+        let stats = connection.stats();
+        self.status.edge(|s| {
+            s.rtt_ms = Some(connection.rtt().as_secs_f64() * 1000.0);
+            s.wire_tx_bytes = s.wire_tx_bytes_before + stats.udp_tx.bytes;
+            s.wire_rx_bytes = s.wire_rx_bytes_before + stats.udp_rx.bytes;
+        });
+    }
+
     /// While the link is down nothing acknowledges, but the edge keeps storing: the lag
     /// shown (and exported) grows against the hub's last known end.
     fn refresh_offline_lag(&self) {
@@ -233,7 +243,7 @@ impl<L: MirrorLog> EdgeLink<L> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    self.status.edge(|s| s.rtt_ms = Some(connection.rtt().as_secs_f64() * 1000.0));
+                    self.note_link(&connection);
                     for topic in self.log.topics() {
                         if topic.internal || !self.edge.selects(&topic.name) {
                             continue;
@@ -289,7 +299,15 @@ impl<L: MirrorLog> EdgeLink<L> {
                         }
                     }
                 }
-                reason = connection.closed() => return refused_or(&reason),
+                reason = connection.closed() => {
+                    self.note_link(&connection);
+                    // The next connection counts from where this one ended.
+                    self.status.edge(|s| {
+                        s.wire_tx_bytes_before = s.wire_tx_bytes;
+                        s.wire_rx_bytes_before = s.wire_rx_bytes;
+                    });
+                    return refused_or(&reason);
+                }
                 _ = shutdown.cancelled() => {
                     connection.close(close::SHUTDOWN.into(), b"edge shutting down");
                     return "shutting down".into();
@@ -362,7 +380,11 @@ impl<L: MirrorLog> Sender<L> {
         }
         let (hub_start, hub_end) = match next_frame(&mut reader).await {
             Ok(Frame::Position { log_start, log_end }) => (log_start, log_end),
-            Ok(Frame::Error { reason }) => return StreamEnd::Refused(reason),
+            Ok(Frame::Error {
+                retriable: true,
+                reason,
+            }) => return StreamEnd::Failed(reason),
+            Ok(Frame::Error { reason, .. }) => return StreamEnd::Refused(reason),
             Ok(other) => return StreamEnd::Failed(format!("expected Position, got {other:?}")),
             Err(e) => return stream_end(e, &connection),
         };
@@ -479,7 +501,8 @@ impl<L: MirrorLog> Sender<L> {
                         acked = acked.max(log_end);
                         self.status.edge_partition(topic, partition, |p| p.last_error = None);
                     }
-                    Ok(Frame::Error { reason }) => return StreamEnd::Refused(reason),
+                    Ok(Frame::Error { retriable: true, reason }) => return StreamEnd::Failed(reason),
+                    Ok(Frame::Error { reason, .. }) => return StreamEnd::Refused(reason),
                     Ok(other) => return StreamEnd::Failed(format!("unexpected frame {other:?}")),
                     Err(e) => return stream_end(e, &connection),
                 },

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::{validate_edge_name, Hub};
 use crate::gaps::{Gap, GapJournal};
 use crate::metrics::{labels, MirrorMetrics};
-use crate::ports::{Appended, MirrorLog};
+use crate::ports::{Appended, MirrorLog, PortError};
 use crate::status::{now_ms, SharedStatus, RECENT_GAPS};
 use crate::tls;
 use crate::wire::{close, codec, Frame};
@@ -301,7 +301,36 @@ async fn identify(connection: &quinn::Connection) -> Result<String, String> {
 
 enum ToAck {
     Ack(Appended),
-    Fail(String),
+    Fail(Refusal),
+}
+
+/// Why the hub ends a partition stream, and whether the edge should try again soon.
+struct Refusal {
+    retriable: bool,
+    reason: String,
+}
+
+impl Refusal {
+    fn from_port(context: &str, e: PortError) -> Refusal {
+        Refusal {
+            retriable: !matches!(e, PortError::Refused(_)),
+            reason: format!("{context}{e}"),
+        }
+    }
+
+    fn permanent(reason: String) -> Refusal {
+        Refusal {
+            retriable: false,
+            reason,
+        }
+    }
+
+    fn frame(&self) -> Frame {
+        Frame::Error {
+            retriable: self.retriable,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// One partition stream: `Open` → `Position`, then appends and in-order acknowledgements.
@@ -330,31 +359,26 @@ async fn serve_partition<L: MirrorLog>(
     let hub_topic = format!("{edge}{}{topic}", shared.hub.config.separator);
     let position = (|| {
         if !(0..partition_count).contains(&partition) {
-            return Err(format!(
+            return Err(Refusal::permanent(format!(
                 "partition {partition} outside the {partition_count} partitions announced"
-            ));
+            )));
         }
         shared
             .log
             .ensure_topic(&hub_topic, partition_count, &configs)
-            .map_err(|e| format!("cannot create {hub_topic}: {e}"))?;
+            .map_err(|e| Refusal::from_port(&format!("cannot create {hub_topic}: "), e))?;
         shared
             .log
             .offsets(&hub_topic, partition)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Refusal::from_port("", e))
     })();
     let (log_start, log_end) = match position {
         Ok(p) => p,
-        Err(reason) => {
-            warn!(edge, topic = %hub_topic, partition, %reason, "mirror stream refused");
-            send_frame(
-                &mut writer,
-                Frame::Error {
-                    reason: reason.clone(),
-                },
-            )
-            .await?;
-            return Err(reason);
+        Err(refusal) => {
+            warn!(edge, topic = %hub_topic, partition, reason = %refusal.reason,
+                retriable = refusal.retriable, "mirror stream refused");
+            send_frame(&mut writer, refusal.frame()).await?;
+            return Err(refusal.reason);
         }
     };
     shared
@@ -382,10 +406,11 @@ async fn serve_partition<L: MirrorLog>(
                 .hub_partition(edge, hub_topic, partition, |p| p.edge_end = edge_end);
             let appended = match append(shared, edge, hub_topic, partition, &batches) {
                 Ok(a) => a,
-                Err(reason) => {
+                Err(refusal) => {
                     // Stop reading; the acknowledger sends the error after the acks before it.
-                    warn!(edge, topic = %hub_topic, partition, %reason, "mirror append refused");
-                    let _ = tx.send(ToAck::Fail(reason)).await;
+                    warn!(edge, topic = %hub_topic, partition, reason = %refusal.reason,
+                        retriable = refusal.retriable, "mirror append refused");
+                    let _ = tx.send(ToAck::Fail(refusal)).await;
                     return Ok(());
                 }
             };
@@ -409,15 +434,9 @@ async fn serve_partition<L: MirrorLog>(
         while let Some(next) = rx.recv().await {
             let appended = match next {
                 ToAck::Ack(a) => a,
-                ToAck::Fail(reason) => {
-                    send_frame(
-                        &mut writer,
-                        Frame::Error {
-                            reason: reason.clone(),
-                        },
-                    )
-                    .await?;
-                    return Err(reason);
+                ToAck::Fail(refusal) => {
+                    send_frame(&mut writer, refusal.frame()).await?;
+                    return Err(refusal.reason);
                 }
             };
             shared
@@ -454,11 +473,11 @@ fn append<L: MirrorLog>(
     hub_topic: &str,
     partition: i32,
     batches: &Bytes,
-) -> Result<Appended, String> {
+) -> Result<Appended, Refusal> {
     let appended = shared
         .log
         .append_mirrored(hub_topic, partition, batches)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal::from_port("", e))?;
     if appended.duplicates > 0 {
         shared
             .metrics
@@ -475,11 +494,12 @@ fn append<L: MirrorLog>(
             to: *to,
             recorded_ms: now_ms(),
         };
-        tokio::task::block_in_place(|| shared.journal.record(&gap)).map_err(|e| {
-            format!(
+        tokio::task::block_in_place(|| shared.journal.record(&gap)).map_err(|e| Refusal {
+            retriable: true,
+            reason: format!(
                 "cannot record a gap in {}: {e}",
                 shared.journal.path().display()
-            )
+            ),
         })?;
         note_gap(&shared.status, &shared.metrics, edge, &gap, true);
     }

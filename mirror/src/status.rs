@@ -44,6 +44,13 @@ pub struct EdgeStatus {
     pub rtt_ms: Option<f64>,
     pub reconnects: u64,
     pub last_error: Option<String>,
+    /// UDP bytes sent and received on all connections so far (QUIC and TLS overhead in).
+    pub wire_tx_bytes: u64,
+    pub wire_rx_bytes: u64,
+    #[serde(skip)]
+    pub wire_tx_bytes_before: u64,
+    #[serde(skip)]
+    pub wire_rx_bytes_before: u64,
     pub partitions: BTreeMap<String, EdgePartition>,
 }
 

@@ -55,8 +55,9 @@ pub enum Frame {
         duplicates: u64,
         gaps: Vec<(i64, i64)>,
     },
-    /// Either side: the stream ends because of this error.
-    Error { reason: String },
+    /// Either side: the stream ends because of this error. `retriable`: worth trying again
+    /// soon (a busy or failing disk); otherwise only a person can fix it.
+    Error { retriable: bool, reason: String },
 }
 
 const HELLO: u8 = 1;
@@ -152,8 +153,9 @@ impl Frame {
                     out.put_i64(*to);
                 }
             }
-            Frame::Error { reason } => {
+            Frame::Error { retriable, reason } => {
                 out.put_u8(ERROR);
+                out.put_u8(u8::from(*retriable));
                 let cut = reason
                     .char_indices()
                     .nth(1000)
@@ -222,6 +224,7 @@ impl Frame {
                 }
             }
             ERROR => Frame::Error {
+                retriable: get_u8(&mut buf, "retriable")? != 0,
                 reason: get_str(&mut buf, "reason")?,
             },
             other => return Err(WireError::UnknownType(other)),
@@ -305,6 +308,7 @@ mod tests {
                 gaps: vec![(200, 240)],
             },
             Frame::Error {
+                retriable: true,
                 reason: "no".into(),
             },
         ]
