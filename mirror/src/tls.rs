@@ -142,31 +142,27 @@ fn transport(timing: &Timing) -> Result<Arc<quinn::TransportConfig>, TlsError> {
     Ok(Arc::new(t))
 }
 
-/// The edge's side: presents `identity`, trusts hubs signed by `roots` for `hub_name`.
-pub fn client_config(
+/// The TLS half of the edge's configuration.
+fn rustls_client(
     identity: Identity,
     roots: RootCertStore,
     cipher: CipherPreference,
-    timing: &Timing,
-) -> Result<quinn::ClientConfig, TlsError> {
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider(cipher))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_client_auth_cert(identity.chain, identity.key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.enable_early_data = false;
-    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport(timing)?);
-    Ok(config)
+    Ok(tls)
 }
 
-/// The hub's side: presents `identity`, requires a client certificate signed by `roots`.
-pub fn server_config(
+/// The TLS half of the hub's configuration. The server follows the client's cipher
+/// preference, so an edge without AES gets ChaCha20-Poly1305.
+fn rustls_server(
     identity: Identity,
     roots: RootCertStore,
-    timing: &Timing,
-) -> Result<quinn::ServerConfig, TlsError> {
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider(CipherPreference::Auto);
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
@@ -180,6 +176,31 @@ pub fn server_config(
         .with_single_cert(identity.chain, identity.key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
+    tls.ignore_client_order = false;
+    Ok(tls)
+}
+
+/// The edge's side: presents `identity`, trusts hubs signed by `roots` for `hub_name`.
+pub fn client_config(
+    identity: Identity,
+    roots: RootCertStore,
+    cipher: CipherPreference,
+    timing: &Timing,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let tls = rustls_client(identity, roots, cipher)?;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport(timing)?);
+    Ok(config)
+}
+
+/// The hub's side: presents `identity`, requires a client certificate signed by `roots`.
+pub fn server_config(
+    identity: Identity,
+    roots: RootCertStore,
+    timing: &Timing,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let tls = rustls_server(identity, roots)?;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport(timing)?);
@@ -239,5 +260,81 @@ pub fn explain(error: &quinn::ConnectionError) -> String {
         format!("the certificate is not signed by the CA the other side trusts: {text}")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{self, Role};
+
+    /// Runs a TLS handshake in memory and returns the suite both sides agreed on.
+    fn negotiated(cipher: CipherPreference) -> rustls::SupportedCipherSuite {
+        let dir = tempfile::tempdir().expect("tempdir");
+        certs::create_ca(dir.path()).expect("ca");
+        certs::create(
+            dir.path(),
+            dir.path(),
+            Role::Hub,
+            "hub",
+            &["localhost".into()],
+            1,
+        )
+        .expect("hub");
+        certs::create(
+            dir.path(),
+            dir.path(),
+            Role::Edge,
+            "gw-1",
+            &["gw-1".into()],
+            1,
+        )
+        .expect("edge");
+        let roots = || load_roots(&dir.path().join("ca.pem")).expect("roots");
+        let id = |n: &str| {
+            load_identity(
+                &dir.path().join(format!("{n}.pem")),
+                &dir.path().join(format!("{n}.key")),
+            )
+            .expect("identity")
+        };
+        let client_config = rustls_client(id("gw-1"), roots(), cipher).expect("client");
+        let server_config = rustls_server(id("hub"), roots()).expect("server");
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client_config), name).expect("client conn");
+        let mut server =
+            rustls::ServerConnection::new(Arc::new(server_config)).expect("server conn");
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).expect("client writes");
+            server.read_tls(&mut &buf[..]).expect("server reads");
+            server
+                .process_new_packets()
+                .expect("server accepts the edge");
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).expect("server writes");
+            client.read_tls(&mut &buf[..]).expect("client reads");
+            client
+                .process_new_packets()
+                .expect("client accepts the hub");
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!client.is_handshaking(), "handshake did not finish");
+        assert_eq!(server.alpn_protocol(), Some(ALPN));
+        server.negotiated_cipher_suite().expect("a suite")
+    }
+
+    #[test]
+    fn an_edge_without_aes_gets_chacha20_and_others_get_aes_gcm() {
+        let chacha = negotiated(CipherPreference::Chacha20);
+        assert_eq!(
+            chacha.suite(),
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        );
+        let aes = negotiated(CipherPreference::Aes);
+        assert_eq!(aes.suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     }
 }
