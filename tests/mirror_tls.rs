@@ -132,6 +132,15 @@ async fn hello(
     hub: std::net::SocketAddr,
     edge: &str,
 ) -> Result<(), String> {
+    hello_connection(config, hub, edge).await.map(|_| ())
+}
+
+/// Like [`hello`], keeping the connection (and its endpoint) open.
+async fn hello_connection(
+    config: quinn::ClientConfig,
+    hub: std::net::SocketAddr,
+    edge: &str,
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("udp");
     endpoint.set_default_client_config(config);
     let connection = endpoint
@@ -149,7 +158,14 @@ async fn hello(
         let mut reader = FramedRead::new(recv, codec());
         match reader.next().await {
             Some(Ok(b)) => match Frame::decode(Bytes::from(b.to_vec())) {
-                Ok(Frame::Welcome { .. }) => Ok(()),
+                Ok(Frame::Welcome { .. }) => {
+                    // Keep the control stream open for the connection's life.
+                    tokio::spawn(async move {
+                        let _keep = writer;
+                        while let Some(Ok(_)) = reader.next().await {}
+                    });
+                    Ok(())
+                }
                 other => Err(format!("{other:?}")),
             },
             _ => Err(match connection.close_reason() {
@@ -163,7 +179,8 @@ async fn hello(
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|_| "no answer within 10 s".to_string())??;
+    Ok((endpoint, connection))
 }
 
 fn wait_for_log(hub: &Tern, needle: &str) {
@@ -234,4 +251,30 @@ async fn the_hub_refuses_every_wrong_identity_and_says_why() {
     assert!(err.contains("not valid for the edge name `gw-2`"), "{err}");
     wait_for_log(&hub, "not valid for the edge name `gw-2`");
     drop(hub);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_connection_of_the_same_edge_replaces_the_older_one() {
+    let site = Site::new();
+    let (hub, addr) = site.hub();
+    let config = || client(&site, Some("gw-1"), tern_mirror::wire::ALPN);
+    let (_first_endpoint, first) = hello_connection(config(), addr, "gw-1")
+        .await
+        .expect("first connection");
+    let (_second_endpoint, second) = hello_connection(config(), addr, "gw-1")
+        .await
+        .expect("second connection");
+    let closed = tokio::time::timeout(Duration::from_secs(10), first.closed())
+        .await
+        .expect("the older connection is closed");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(u64::from(c.error_code), u64::from(tern_mirror::wire::close::REPLACED));
+            let reason = String::from_utf8_lossy(&c.reason).to_string();
+            assert!(reason.contains("replaced by a newer connection"), "{reason}");
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    assert!(second.close_reason().is_none(), "the newer connection stays");
+    wait_for_log(&hub, "edge reconnected; closing its older connection");
 }
