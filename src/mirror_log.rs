@@ -83,6 +83,12 @@ impl MirrorLog for MirrorPort {
         Ok(Bytes::from(read.bytes))
     }
 
+    fn bytes_from(&self, topic: &str, partition: i32, offset: i64) -> Result<u64, PortError> {
+        let log = self.partition(topic, partition)?;
+        let bytes = log.lock().durable_bytes_from(offset);
+        bytes.map_err(from_log)
+    }
+
     fn ensure_topic(
         &self,
         topic: &str,

@@ -269,12 +269,21 @@ async fn a_newer_connection_of_the_same_edge_replaces_the_older_one() {
         .expect("the older connection is closed");
     match closed {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(u64::from(c.error_code), u64::from(tern_mirror::wire::close::REPLACED));
+            assert_eq!(
+                u64::from(c.error_code),
+                u64::from(tern_mirror::wire::close::REPLACED)
+            );
             let reason = String::from_utf8_lossy(&c.reason).to_string();
-            assert!(reason.contains("replaced by a newer connection"), "{reason}");
+            assert!(
+                reason.contains("replaced by a newer connection"),
+                "{reason}"
+            );
         }
         other => panic!("expected an application close, got {other}"),
     }
-    assert!(second.close_reason().is_none(), "the newer connection stays");
+    assert!(
+        second.close_reason().is_none(),
+        "the newer connection stays"
+    );
     wait_for_log(&hub, "edge reconnected; closing its older connection");
 }

@@ -163,6 +163,13 @@ impl<L: MirrorLog> EdgeLink<L> {
                     p.records_behind = (end - p.hub_end.max(start)).max(0);
                     p.records_behind
                 });
+                let from = self
+                    .status
+                    .edge_partition(&topic.name, partition, |p| p.hub_end.max(start));
+                if let Ok(bytes) = self.log.bytes_from(&topic.name, partition, from) {
+                    self.status
+                        .edge_partition(&topic.name, partition, |p| p.bytes_behind = bytes);
+                }
                 let l = labels(&[
                     ("topic", &topic.name),
                     ("partition", &partition.to_string()),
@@ -423,6 +430,7 @@ impl<L: MirrorLog> Sender<L> {
         let mut events = self.log.durable_events();
         let mut recheck = tokio::time::interval(Duration::from_secs(1));
         let window = self.edge.config.window_bytes;
+        let mut bytes_checked = std::time::Instant::now() - Duration::from_secs(2);
         loop {
             // Fill the window with whatever is durable beyond what was sent.
             let (start, end) = match self.log.offsets(topic, partition) {
@@ -471,6 +479,13 @@ impl<L: MirrorLog> Sender<L> {
             }
             let behind = (end - acked).max(0);
             lag.set(behind);
+            if bytes_checked.elapsed() >= Duration::from_secs(1) {
+                bytes_checked = std::time::Instant::now();
+                if let Ok(bytes) = self.log.bytes_from(topic, partition, acked) {
+                    self.status
+                        .edge_partition(topic, partition, |p| p.bytes_behind = bytes);
+                }
+            }
             let oldest = in_flight.front().map(|f| f.first_timestamp);
             self.status.edge_partition(topic, partition, |p| {
                 p.edge_start = start;

@@ -60,6 +60,9 @@ pub trait MirrorLog: Send + Sync + 'static {
         max_bytes: usize,
     ) -> Result<Bytes, PortError>;
 
+    /// Stored bytes from the batch holding `offset` to the durable end (lag in bytes).
+    fn bytes_from(&self, topic: &str, partition: i32, offset: i64) -> Result<u64, PortError>;
+
     /// Creates `topic` with `partitions` partitions and `configs`, or grows it to that many
     /// partitions; returns the partition count.
     fn ensure_topic(

@@ -24,6 +24,8 @@ pub struct EdgePartition {
     /// The hub's durable end, as last acknowledged (-1 until the hub answered).
     pub hub_end: i64,
     pub records_behind: i64,
+    /// Stored bytes not yet on the hub (refreshed about once a second).
+    pub bytes_behind: u64,
     /// Age of the oldest record not yet on the hub (None when nothing is behind or its
     /// batch has not been read yet).
     pub seconds_behind: Option<f64>,

@@ -154,17 +154,18 @@ fn print_edge(edge: &EdgeStatus) {
         println!("  last error: {e}");
     }
     println!(
-        "  {:<32} {:>5} {:>12} {:>12} {:>12} {:>10} {:>10}  LAST ERROR",
-        "TOPIC", "PART", "EDGE END", "HUB END", "BEHIND", "SECONDS", "GAP RECS"
+        "  {:<32} {:>5} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}  LAST ERROR",
+        "TOPIC", "PART", "EDGE END", "HUB END", "BEHIND", "BYTES BEHIND", "SECONDS", "GAP RECS"
     );
     for p in edge.partitions.values() {
         println!(
-            "  {:<32} {:>5} {:>12} {:>12} {:>12} {:>10} {:>10}  {}",
+            "  {:<32} {:>5} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}  {}",
             p.topic,
             p.partition,
             p.edge_end,
             p.hub_end,
             p.records_behind,
+            p.bytes_behind,
             p.seconds_behind.map_or("-".into(), |s| format!("{s:.1}")),
             p.gap_records,
             p.last_error.as_deref().unwrap_or("-")

@@ -657,3 +657,24 @@ fn a_mirror_into_an_empty_log_starts_where_the_source_starts() {
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 504));
     assert_eq!(read_all(&log), vec![batch_at(500, 4, b"x")]);
 }
+
+#[test]
+fn durable_bytes_from_counts_what_a_reader_still_has_to_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(300), NOW).expect("open");
+    let mut sizes = Vec::new();
+    for i in 0..6 {
+        let before = log.size_bytes();
+        append_durable(&mut log, 2, &[b'a' + i as u8; 40]);
+        sizes.push(log.size_bytes() - before);
+    }
+    assert!(log.segment_count() > 1, "the test needs several segments");
+    let total: u64 = sizes.iter().sum();
+    assert_eq!(log.durable_bytes_from(0).expect("from 0"), total);
+    // From the middle of the third batch: that batch and everything after it.
+    assert_eq!(
+        log.durable_bytes_from(5).expect("from 5"),
+        total - sizes[0] - sizes[1]
+    );
+    assert_eq!(log.durable_bytes_from(12).expect("at the end"), 0);
+}

@@ -50,6 +50,8 @@ def test_edge_topics_reach_the_hub_with_the_same_offsets_and_records(tmp_path):
         status = mirror_status(edge)["edge"]
         assert status["state"] == "connected", status
         assert all(p["records_behind"] == 0 for p in status["partitions"].values()), status
+        wait_until(lambda: all(p["bytes_behind"] == 0 for p in mirror_status(edge)["edge"]["partitions"].values()),
+                   10, "bytes behind to reach 0")
         hub_status = mirror_status(hub)["hub"]
         assert hub_status["edges"]["gw-1"]["connected"], hub_status
         assert len(hub_status["edges"]["gw-1"]["partitions"]) == sum(p for p, _, _ in TOPICS.values())
@@ -85,6 +87,7 @@ def test_a_hub_outage_loses_and_duplicates_nothing(tmp_path):
         status = mirror_status(edge)["edge"]
         assert status["state"] != "connected", status
         assert sum(p["records_behind"] for p in status["partitions"].values()) > 0, status
+        assert sum(p["bytes_behind"] for p in status["partitions"].values()) > 0, status
         hub.start()
         wait_until(lambda: caught_up(edge, hub, "gw-1", list(TOPICS)), 180, "the catch-up after the outage")
         total = assert_identical(edge, hub, "gw-1", list(TOPICS))

@@ -194,6 +194,33 @@ impl Log {
         Ok(plan)
     }
 
+    /// Stored bytes of the durable batches from the one holding `offset` to the high
+    /// watermark: how much a reader (a mirror) starting at `offset` still has to read.
+    pub fn durable_bytes_from(&self, offset: i64) -> Result<u64, LogError> {
+        let offset = offset.max(self.log_start_offset);
+        if offset >= self.durable.offset {
+            return Ok(0);
+        }
+        let first = self.segments.range(..=offset).next_back().map(|(b, _)| *b);
+        let mut total = 0;
+        let mut found = false;
+        for (base, segment) in self.segments.range(first.unwrap_or(i64::MIN)..) {
+            let limit = self.durable_limit(segment);
+            if found {
+                total += limit;
+                continue;
+            }
+            if let Some(position) = segment
+                .find_position(offset, limit)
+                .map_err(|e| self.segment_error(*base, e))?
+            {
+                total += limit.saturating_sub(position);
+                found = true;
+            }
+        }
+        Ok(total)
+    }
+
     /// How far into `segment` readers may go.
     fn durable_limit(&self, segment: &Segment) -> u64 {
         use std::cmp::Ordering;
