@@ -10,6 +10,7 @@ use tern_mirror::ports::{Appended, MirrorLog, PortError, TopicInfo};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::client::records::{encode_batch, Outgoing};
 use crate::log::{batch, now_ms, LogError, Partition};
 use crate::topics::{is_internal, TopicError};
 
@@ -160,6 +161,33 @@ impl MirrorLog for MirrorPort {
         self.broker
             .group_commit
             .wait_durable(log, appended.log_end, appended.generation)
+            .await
+            .map_err(from_log)
+    }
+
+    async fn append_record(
+        &self,
+        topic: &str,
+        key: Bytes,
+        value: Bytes,
+        timestamp_ms: i64,
+    ) -> Result<(), PortError> {
+        self.ensure_topic(topic, 1, &[])?;
+        let log = self.partition(topic, 0)?;
+        let batch = encode_batch(&[Outgoing {
+            key: Some(key),
+            value,
+            headers: Vec::new(),
+            timestamp: timestamp_ms,
+        }])
+        .map_err(|e| PortError::Unavailable(e.to_string()))?;
+        let appended = self
+            .broker
+            .append(topic, &log, &batch, now_ms())
+            .map_err(from_log)?;
+        self.broker
+            .group_commit
+            .wait_durable(log, appended.upto, appended.generation)
             .await
             .map_err(from_log)
     }

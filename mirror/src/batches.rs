@@ -9,6 +9,7 @@ pub struct Span {
     pub base_offset: i64,
     pub next_offset: i64,
     pub first_timestamp: i64,
+    pub max_timestamp: i64,
     pub len: usize,
 }
 
@@ -43,6 +44,7 @@ pub fn spans(bytes: &[u8]) -> Option<Vec<Span>> {
             base_offset,
             next_offset: base_offset + delta + 1,
             first_timestamp: be_i64(rest, 27),
+            max_timestamp: be_i64(rest, 35),
             len,
         });
         at += len;

@@ -61,6 +61,9 @@ pub struct EdgeConfig {
     pub reconnect_max_ms: u64,
     /// How often new topics and partitions are looked for.
     pub discovery_interval_ms: u64,
+    /// How often the edge writes a record to its `heartbeats` topic (MirrorMaker's name),
+    /// which is always mirrored: the hub sees liveness and end-to-end latency. 0: never.
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for EdgeConfig {
@@ -82,6 +85,7 @@ impl Default for EdgeConfig {
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
             discovery_interval_ms: 2_000,
+            heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -136,6 +140,9 @@ pub fn validate_edge_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// MirrorMaker's heartbeats topic: written by each edge, mirrored as `<edge>.heartbeats`.
+pub const HEARTBEATS_TOPIC: &str = "heartbeats";
 
 fn compile_all(key: &str, patterns: &[String]) -> Result<Vec<Regex>, ConfigError> {
     patterns
@@ -218,10 +225,12 @@ impl Edge {
         })
     }
 
-    /// True when `topic` is selected for mirroring (internal topics never are).
+    /// True when `topic` is selected for mirroring (internal topics never are; the
+    /// heartbeats topic always is).
     pub fn selects(&self, topic: &str) -> bool {
-        self.include.iter().any(|r| r.is_match(topic))
-            && !self.exclude.iter().any(|r| r.is_match(topic))
+        topic == HEARTBEATS_TOPIC
+            || (self.include.iter().any(|r| r.is_match(topic))
+                && !self.exclude.iter().any(|r| r.is_match(topic)))
     }
 }
 

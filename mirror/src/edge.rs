@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::batches;
-use crate::config::Edge;
+use crate::config::{Edge, HEARTBEATS_TOPIC};
 use crate::metrics::{labels, MirrorMetrics};
 use crate::ports::{MirrorLog, PortError, TopicInfo};
 use crate::status::{now_ms, SharedStatus};
@@ -86,6 +86,14 @@ impl<L: MirrorLog> EdgeLink<L> {
     /// Mirrors until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let config = &self.edge.config;
+        if config.heartbeat_interval_ms > 0 {
+            tokio::spawn(write_heartbeats(
+                Arc::clone(&self.log),
+                config.name.clone(),
+                Duration::from_millis(config.heartbeat_interval_ms),
+                shutdown.clone(),
+            ));
+        }
         let mut delay = Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms);
         let hub_labels = labels(&[("hub", &config.hub)]);
         let mut connected_once = false;
@@ -320,6 +328,47 @@ impl<L: MirrorLog> EdgeLink<L> {
                     return "shutting down".into();
                 }
             }
+        }
+    }
+}
+
+/// Writes a heartbeat record (key: the edge name; value: JSON with the edge's clock) to
+/// the local `heartbeats` topic every `interval`, whether or not the link is up: the hub
+/// then sees both liveness and how long records take to reach it.
+async fn write_heartbeats<L: MirrorLog>(
+    log: Arc<L>,
+    edge: String,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = now_ms();
+        let value = format!("{{\"edge\":\"{edge}\",\"timestamp\":{now}}}");
+        let written = log
+            .append_record(
+                HEARTBEATS_TOPIC,
+                Bytes::from(edge.clone()),
+                Bytes::from(value),
+                now,
+            )
+            .await;
+        match written {
+            Ok(()) if failing => {
+                info!("heartbeats are written again");
+                failing = false;
+            }
+            Err(e) if !failing => {
+                warn!(error = %e, "cannot write a heartbeat record (retrying every interval)");
+                failing = true;
+            }
+            _ => {}
         }
     }
 }

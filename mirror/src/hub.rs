@@ -20,7 +20,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{validate_edge_name, Hub};
+use crate::config::{validate_edge_name, Hub, HEARTBEATS_TOPIC};
 use crate::gaps::{Gap, GapJournal};
 use crate::metrics::{labels, MirrorMetrics};
 use crate::ports::{Appended, MirrorLog, PortError};
@@ -404,6 +404,9 @@ async fn serve_partition<L: MirrorLog>(
             shared
                 .status
                 .hub_partition(edge, hub_topic, partition, |p| p.edge_end = edge_end);
+            if topic == HEARTBEATS_TOPIC {
+                note_heartbeat(shared, edge, &batches);
+            }
             let appended = match append(shared, edge, hub_topic, partition, &batches) {
                 Ok(a) => a,
                 Err(refusal) => {
@@ -464,6 +467,29 @@ async fn serve_partition<L: MirrorLog>(
         Ok(())
     };
     tokio::try_join!(receive, acknowledge).map(|_| ())
+}
+
+/// Liveness and latency from the edge's heartbeat records (their timestamps are the
+/// edge's clock when it wrote them).
+fn note_heartbeat<L>(shared: &Shared<L>, edge: &str, batches: &Bytes) {
+    let Some(newest) = crate::batches::spans(batches)
+        .and_then(|spans| spans.iter().map(|s| s.max_timestamp).max())
+    else {
+        return;
+    };
+    let latency = now_ms() - newest;
+    shared.status.hub(|h| {
+        let e = h.edges.entry(edge.to_string()).or_default();
+        if e.last_heartbeat_ms.is_none_or(|t| newest > t) {
+            e.last_heartbeat_ms = Some(newest);
+            e.heartbeat_latency_ms = Some(latency);
+        }
+    });
+    shared
+        .metrics
+        .heartbeat_timestamp
+        .get_or_create(&labels(&[("edge", edge)]))
+        .set(newest / 1000);
 }
 
 /// Appends one frame of batches and journals any gap it jumped.

@@ -19,6 +19,7 @@ pub struct MirrorMetrics {
     pub reconnects: Family<Labels, Counter>,
     pub lag_records: Family<Labels, Gauge>,
     pub connected: Family<Labels, Gauge>,
+    pub heartbeat_timestamp: Family<Labels, Gauge>,
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -75,6 +76,11 @@ impl MirrorMetrics {
             "lag_records",
             "Records stored on the edge and not yet acknowledged by the hub, by topic and partition",
             self.lag_records.clone(),
+        );
+        r.register(
+            "heartbeat_timestamp_seconds",
+            "Edge clock time of the newest heartbeat the hub holds, by edge (age = time() - this)",
+            self.heartbeat_timestamp.clone(),
         );
         r.register(
             "connected",

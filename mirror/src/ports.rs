@@ -89,6 +89,16 @@ pub trait MirrorLog: Send + Sync + 'static {
         appended: &Appended,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 
+    /// Appends one record to partition 0 of `topic` (created with one partition if
+    /// missing) and resolves once it is durable: the edge's heartbeats.
+    fn append_record(
+        &self,
+        topic: &str,
+        key: Bytes,
+        value: Bytes,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
     /// Reserves a topic prefix for the mirror (on a hub: `<edge><separator>`), durably:
     /// Kafka producers may not write there.
     fn claim_namespace(&self, prefix: &str) -> Result<(), PortError>;

@@ -79,6 +79,10 @@ pub struct HubEdge {
     pub address: Option<String>,
     pub rtt_ms: Option<f64>,
     pub last_error: Option<String>,
+    /// Timestamp of the newest heartbeat record received from the edge, and how long it
+    /// took from the edge's clock to the hub's log.
+    pub last_heartbeat_ms: Option<i64>,
+    pub heartbeat_latency_ms: Option<i64>,
     pub partitions: BTreeMap<String, HubPartition>,
 }
 

@@ -180,8 +180,15 @@ fn print_hub(hub: &HubStatus) {
         hub.edges.len()
     );
     for (name, edge) in &hub.edges {
+        let heartbeat = match (edge.last_heartbeat_ms, edge.heartbeat_latency_ms) {
+            (Some(at), Some(latency)) => format!(
+                ", last heartbeat {:.1} s ago (took {latency} ms)",
+                (tern_mirror::status::now_ms() - at).max(0) as f64 / 1000.0
+            ),
+            _ => ", no heartbeat yet".into(),
+        };
         println!(
-            "  edge {name}: {} from {} (up {}){}",
+            "  edge {name}: {} from {} (up {}){heartbeat}{}",
             if edge.connected {
                 "connected"
             } else {

@@ -10,7 +10,7 @@ import time
 
 from harness import TERN_BIN, Tern
 from mirror_site import (Certs, add_partitions, assert_identical, caught_up, create_topic, edge_config,
-                         mirror_status, produce, start_edge, start_hub, wait_until, watermarks)
+                         mirror_status, produce, read_all, start_edge, start_hub, wait_until, watermarks)
 
 RECORDS = int(os.environ.get("MIRROR_RECORDS", "500000"))
 OUTAGE_S = float(os.environ.get("MIRROR_OUTAGE_S", "60"))
@@ -54,14 +54,15 @@ def test_edge_topics_reach_the_hub_with_the_same_offsets_and_records(tmp_path):
                    10, "bytes behind to reach 0")
         hub_status = mirror_status(hub)["hub"]
         assert hub_status["edges"]["gw-1"]["connected"], hub_status
-        assert len(hub_status["edges"]["gw-1"]["partitions"]) == sum(p for p, _, _ in TOPICS.values())
+        mirrored = [k for k in hub_status["edges"]["gw-1"]["partitions"] if not k.startswith("gw-1.heartbeats/")]
+        assert len(mirrored) == sum(p for p, _, _ in TOPICS.values()), hub_status
 
         text = subprocess.run([TERN_BIN, "mirror", "status", "--http", f"127.0.0.1:{hub.http_port}"],
                               capture_output=True, text=True, timeout=30).stdout
         assert "edge gw-1: connected" in text and "gw-1.sensors" in text, text
         metrics = hub.metrics()
         received = sum(float(l.split()[-1]) for l in metrics.splitlines()
-                       if l.startswith("tern_mirror_received_records_total{"))
+                       if l.startswith("tern_mirror_received_records_total{") and "heartbeats" not in l)
         assert received == total, f"hub counted {received} mirrored records, expected {total}"
     finally:
         edge.kill()
@@ -166,6 +167,37 @@ retention_check_interval_ms = 200
         hub.restart()
         again = mirror_status(hub)["hub"]["edges"]["gw-1"]["partitions"]["gw-1.events/0"]
         assert again["gaps"] == [[gap_from, gap_to]], again
+    finally:
+        edge.kill()
+        hub.kill()
+
+
+def test_heartbeats_show_liveness_and_latency_on_the_hub(tmp_path):
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs)
+    # Heartbeats travel even when the user's topic selection would exclude them.
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port,
+                      extra='heartbeat_interval_ms = 200\ntopics_exclude = [".*"]')
+    try:
+        wait_until(lambda: sum(h for _, h in watermarks(hub.bootstrap, "gw-1.heartbeats").values()) >= 5, 30,
+                   "heartbeats on the hub")
+        records = read_all(hub.bootstrap, "gw-1.heartbeats")[0]
+        assert all(r[1] == b"gw-1" and b'"edge":"gw-1"' in r[2] for r in records), records[:3]
+        hub_edge = mirror_status(hub)["hub"]["edges"]["gw-1"]
+        assert hub_edge["last_heartbeat_ms"] and hub_edge["heartbeat_latency_ms"] is not None, hub_edge
+        assert any(l.startswith('tern_mirror_heartbeat_timestamp_seconds{edge="gw-1"}')
+                   for l in hub.metrics().splitlines())
+        # The edge stops: so do its heartbeats, and the hub says the edge is gone.
+        edge.stop()
+        wait_until(lambda: not mirror_status(hub)["hub"]["edges"]["gw-1"]["connected"], 90, "the hub to notice")
+        before = watermarks(hub.bootstrap, "gw-1.heartbeats")[0]
+        last = mirror_status(hub)["hub"]["edges"]["gw-1"]["last_heartbeat_ms"]
+        time.sleep(1.5)
+        assert watermarks(hub.bootstrap, "gw-1.heartbeats")[0] == before
+        assert mirror_status(hub)["hub"]["edges"]["gw-1"]["last_heartbeat_ms"] == last
+        text = subprocess.run([TERN_BIN, "mirror", "status", "--http", f"127.0.0.1:{hub.http_port}"],
+                              capture_output=True, text=True, timeout=30).stdout
+        assert "edge gw-1: disconnected" in text and "last heartbeat" in text, text
     finally:
         edge.kill()
         hub.kill()
