@@ -95,6 +95,7 @@ impl MirrorLog for MirrorPort {
         topic: &str,
         partitions: i32,
         configs: &[(String, String)],
+        keep_local: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<i32, PortError> {
         let topics = &self.broker.topics;
         tokio::task::block_in_place(|| {
@@ -102,8 +103,26 @@ impl MirrorLog for MirrorPort {
                 if existing.partition_count() < partitions {
                     topics.grow(topic, partitions, false).map_err(from_topic)?;
                 }
+                let current = existing.overrides();
+                let mut wanted: BTreeMap<String, String> = current
+                    .iter()
+                    .filter(|(k, _)| keep_local(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                wanted.extend(configs.iter().filter(|(k, _)| !keep_local(k)).cloned());
+                if wanted != current {
+                    topics
+                        .alter_configs(topic, |m| *m = wanted, false)
+                        .map_err(from_topic)?;
+                    tracing::info!(topic, "topic configs synced from the source");
+                }
                 return Ok(partitions.max(existing.partition_count()));
             }
+            let configs: Vec<(String, String)> = configs
+                .iter()
+                .filter(|(k, _)| !keep_local(k))
+                .cloned()
+                .collect();
             let configs: BTreeMap<String, String> = configs.iter().cloned().collect();
             match topics.create(topic, partitions, configs) {
                 Ok(t) => Ok(t.partition_count()),
@@ -172,7 +191,8 @@ impl MirrorLog for MirrorPort {
         value: Bytes,
         timestamp_ms: i64,
     ) -> Result<(), PortError> {
-        self.ensure_topic(topic, 1, &[])?;
+        // Only created here; whatever configs the user set on it stay.
+        self.ensure_topic(topic, 1, &[], &|_| true)?;
         let log = self.partition(topic, 0)?;
         let batch = encode_batch(&[Outgoing {
             key: Some(key),

@@ -106,6 +106,9 @@ pub struct HubConfig {
     pub idle_timeout_ms: u64,
     /// Edges connected at once; more are refused.
     pub max_edges: usize,
+    /// Topic configs not copied from edges (regexes; MirrorMaker's
+    /// `config.properties.exclude`): the hub's own values stay.
+    pub config_exclude: Vec<String>,
 }
 
 impl Default for HubConfig {
@@ -119,6 +122,17 @@ impl Default for HubConfig {
             keep_alive_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_edges: 1_000,
+            config_exclude: [
+                "follower\\.replication\\.throttled\\.replicas",
+                "leader\\.replication\\.throttled\\.replicas",
+                "message\\.timestamp\\.difference\\.max\\.ms",
+                "message\\.timestamp\\.type",
+                "unclean\\.leader\\.election\\.enable",
+                "min\\.insync\\.replicas",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         }
     }
 }
@@ -239,6 +253,7 @@ impl Edge {
 pub struct Hub {
     pub config: HubConfig,
     pub listen: SocketAddr,
+    config_exclude: Vec<Regex>,
 }
 
 impl Hub {
@@ -267,7 +282,17 @@ impl Hub {
                 "must be above 0 and below hub.idle_timeout_ms",
             ));
         }
-        Ok(Hub { config, listen })
+        let config_exclude = compile_all("hub.config_exclude", &config.config_exclude)?;
+        Ok(Hub {
+            config,
+            listen,
+            config_exclude,
+        })
+    }
+
+    /// True when a topic config keeps the hub's own value instead of the edge's.
+    pub fn keeps_local(&self, config: &str) -> bool {
+        self.config_exclude.iter().any(|r| r.is_match(config))
     }
 }
 
@@ -411,6 +436,13 @@ mod tests {
                     ..good.clone()
                 },
                 "hub.separator",
+            ),
+            (
+                HubConfig {
+                    config_exclude: vec!["(".into()],
+                    ..good.clone()
+                },
+                "hub.config_exclude",
             ),
         ];
         for (config, key) in cases {

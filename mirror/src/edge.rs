@@ -6,14 +6,14 @@
 //! than `window_bytes` unacknowledged) and moves on as acknowledgements arrive. Nothing is
 //! stored on the edge about progress: after any failure the hub's answer is the truth.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -252,6 +252,9 @@ impl<L: MirrorLog> EdgeLink<L> {
     async fn serve(&self, connection: quinn::Connection, shutdown: &CancellationToken) -> String {
         let mut senders: JoinSet<((String, i32), StreamEnd)> = JoinSet::new();
         let mut running: HashSet<(String, i32)> = HashSet::new();
+        // The configs each topic's partition-0 stream announced, and how to stop that
+        // stream: a config change on the edge reopens it, and the hub syncs on `Open`.
+        let mut announced: HashMap<String, (Vec<(String, String)>, AbortHandle)> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(
             self.edge.config.discovery_interval_ms.max(100),
         ));
@@ -262,6 +265,14 @@ impl<L: MirrorLog> EdgeLink<L> {
                     for topic in self.log.topics() {
                         if topic.internal || !self.edge.selects(&topic.name) {
                             continue;
+                        }
+                        if let Some((configs, handle)) = announced.get(&topic.name) {
+                            if *configs != topic.configs {
+                                handle.abort();
+                                running.remove(&(topic.name.clone(), 0));
+                                announced.remove(&topic.name);
+                                info!(topic = %topic.name, "topic configs changed; announcing them to the hub");
+                            }
                         }
                         for partition in 0..topic.partitions {
                             let key = (topic.name.clone(), partition);
@@ -276,10 +287,13 @@ impl<L: MirrorLog> EdgeLink<L> {
                                 };
                                 let connection = connection.clone();
                                 let shutdown = shutdown.clone();
-                                senders.spawn(async move {
+                                let handle = senders.spawn(async move {
                                     let end = sender.run(connection, shutdown).await;
                                     (key, end)
                                 });
+                                if partition == 0 {
+                                    announced.insert(topic.name.clone(), (topic.configs.clone(), handle));
+                                }
                             }
                         }
                     }

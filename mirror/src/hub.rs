@@ -365,7 +365,9 @@ async fn serve_partition<L: MirrorLog>(
         }
         shared
             .log
-            .ensure_topic(&hub_topic, partition_count, &configs)
+            .ensure_topic(&hub_topic, partition_count, &configs, &|k| {
+                shared.hub.keeps_local(k)
+            })
             .map_err(|e| Refusal::from_port(&format!("cannot create {hub_topic}: "), e))?;
         shared
             .log

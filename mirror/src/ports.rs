@@ -63,13 +63,15 @@ pub trait MirrorLog: Send + Sync + 'static {
     /// Stored bytes from the batch holding `offset` to the durable end (lag in bytes).
     fn bytes_from(&self, topic: &str, partition: i32, offset: i64) -> Result<u64, PortError>;
 
-    /// Creates `topic` with `partitions` partitions and `configs`, or grows it to that many
-    /// partitions; returns the partition count.
+    /// Creates `topic` with `partitions` partitions, or grows it to that many, and makes
+    /// its configs `configs` — except keys for which `keep_local` is true, which keep this
+    /// side's values. Returns the partition count.
     fn ensure_topic(
         &self,
         topic: &str,
         partitions: i32,
         configs: &[(String, String)],
+        keep_local: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<i32, PortError>;
 
     /// Writes stored batches at the offsets they carry: duplicates below the log end are

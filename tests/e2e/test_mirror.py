@@ -118,9 +118,28 @@ def test_new_topics_and_partitions_on_the_edge_appear_on_the_hub(tmp_path):
         # The hub's topic has the edge topic's configs.
         described = subprocess.run([TERN_BIN, "topics", "-b", hub.bootstrap, "describe", "gw-1.locks"],
                                    capture_output=True, text=True, timeout=30).stdout
-        assert "retention.ms=604800000" in described.replace(" ", ""), described
+        assert ",retention.ms=604800000" in described.replace(" ", ""), described
         # Internal topics never travel.
         assert not watermarks(hub.bootstrap, "gw-1.__consumer_offsets")
+        # Config changes on the edge follow (MirrorMaker's config sync), except the
+        # excluded ones (message.timestamp.type keeps the hub's own value).
+        subprocess.run([TERN_BIN, "topics", "-b", edge.bootstrap, "alter", "locks",
+                        "--config", "retention.ms=86400000", "--config", "message.timestamp.type=LogAppendTime"],
+                       check=True, capture_output=True, timeout=30)
+
+        def hub_configs():
+            return subprocess.run([TERN_BIN, "topics", "-b", hub.bootstrap, "describe", "gw-1.locks"],
+                                  capture_output=True, text=True, timeout=30).stdout.replace(" ", "")
+        wait_until(lambda: ",retention.ms=86400000" in hub_configs(), 30, "the config change on the hub")
+        assert "message.timestamp.type=LogAppendTime" not in hub_configs(), hub_configs()
+        produce(edge.bootstrap, "locks", 500, start=4_000)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["locks"]), 60, "records after the config change")
+        # LogAppendTime on the edge stamps the edge's clock; the hub keeps those timestamps.
+        assert_identical(edge, hub, "gw-1", ["locks"])
+        # A config removed on the edge is removed on the hub.
+        subprocess.run([TERN_BIN, "topics", "-b", edge.bootstrap, "alter", "locks", "--delete-config", "retention.ms"],
+                       check=True, capture_output=True, timeout=30)
+        wait_until(lambda: ",retention.ms=86400000" not in hub_configs(), 30, "the removal on the hub")
     finally:
         edge.kill()
         hub.kill()
