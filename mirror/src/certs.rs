@@ -204,14 +204,22 @@ pub fn create(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A CA, a hub certificate for `localhost` and 127.0.0.1, and edge `gw-1`, in `dir`.
+    pub(crate) fn site(dir: &Path) {
+        create_ca(dir).expect("ca");
+        let hub_names = ["localhost".to_string(), "127.0.0.1".to_string()];
+        create(dir, dir, Role::Hub, "hub", &hub_names, 30).expect("hub");
+        create(dir, dir, Role::Edge, "gw-1", &["gw-1".into()], 30).expect("edge");
+    }
 
     #[test]
     fn a_ca_signs_hub_and_edge_certificates_that_verify() {
         let dir = tempfile::tempdir().expect("tempdir");
-        create_ca(dir.path()).expect("ca");
+        site(dir.path());
         let mode = std::fs::metadata(dir.path().join(CA_KEY))
             .expect("key")
             .permissions()
@@ -221,24 +229,6 @@ mod tests {
             create_ca(dir.path()),
             Err(CertError::Exists { .. })
         ));
-        create(
-            dir.path(),
-            dir.path(),
-            Role::Hub,
-            "hub",
-            &["hub.local".into(), "127.0.0.1".into()],
-            30,
-        )
-        .expect("hub");
-        create(
-            dir.path(),
-            dir.path(),
-            Role::Edge,
-            "gw-1",
-            &["gw-1".into()],
-            30,
-        )
-        .expect("edge");
         assert!(create(
             dir.path(),
             dir.path(),

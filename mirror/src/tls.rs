@@ -266,30 +266,11 @@ pub fn explain(error: &quinn::ConnectionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{self, Role};
 
     /// Runs a TLS handshake in memory and returns the suite both sides agreed on.
     fn negotiated(cipher: CipherPreference) -> rustls::SupportedCipherSuite {
         let dir = tempfile::tempdir().expect("tempdir");
-        certs::create_ca(dir.path()).expect("ca");
-        certs::create(
-            dir.path(),
-            dir.path(),
-            Role::Hub,
-            "hub",
-            &["localhost".into()],
-            1,
-        )
-        .expect("hub");
-        certs::create(
-            dir.path(),
-            dir.path(),
-            Role::Edge,
-            "gw-1",
-            &["gw-1".into()],
-            1,
-        )
-        .expect("edge");
+        crate::certs::tests::site(dir.path());
         let roots = || load_roots(&dir.path().join("ca.pem")).expect("roots");
         let id = |n: &str| {
             load_identity(

@@ -2,6 +2,7 @@
 and edges as real tern processes on loopback, and helpers that read whole topics through
 the Kafka protocol (librdkafka) to compare an edge's log with the hub's copy."""
 
+import contextlib
 import json
 import pathlib
 import socket
@@ -81,6 +82,29 @@ def start_hub(workdir: pathlib.Path, certs: Certs, name: str = "hub", extra: str
 def start_edge(workdir: pathlib.Path, certs: Certs, name: str, hub_port: int, **kw) -> Tern:
     edge = Tern(workdir / name, config=edge_config(certs, name, hub_port, **kw), name=name)
     return edge.start()
+
+
+@contextlib.contextmanager
+def mirror_pair(workdir: pathlib.Path, **edge_kw):
+    """A CA, a hub and an edge `gw-1` mirroring into it; both are killed afterwards."""
+    certs = Certs(workdir / "certs")
+    hub = start_hub(workdir, certs)
+    edge = None
+    try:
+        edge = start_edge(workdir, certs, "gw-1", hub.quic_port, **edge_kw)
+        yield certs, hub, edge
+    finally:
+        if edge is not None:
+            edge.kill()
+        hub.kill()
+
+
+def status_text(tern: Tern) -> str:
+    """What `tern mirror status` prints for this tern."""
+    done = subprocess.run([TERN_BIN, "mirror", "status", "--http", f"127.0.0.1:{tern.http_port}"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def mirror_status(tern: Tern) -> dict:

@@ -10,7 +10,8 @@ import time
 
 from harness import TERN_BIN, Tern
 from mirror_site import (Certs, add_partitions, assert_identical, caught_up, create_topic, edge_config,
-                         mirror_status, produce, read_all, start_edge, start_hub, wait_until, watermarks)
+                         mirror_pair, mirror_status, produce, read_all, start_edge, start_hub, status_text,
+                         wait_until, watermarks)
 
 RECORDS = int(os.environ.get("MIRROR_RECORDS", "500000"))
 OUTAGE_S = float(os.environ.get("MIRROR_OUTAGE_S", "60"))
@@ -35,10 +36,7 @@ def produce_all(edge: Tern, per_topic: int, start: int = 0):
 
 
 def test_edge_topics_reach_the_hub_with_the_same_offsets_and_records(tmp_path):
-    certs = Certs(tmp_path / "certs")
-    hub = start_hub(tmp_path, certs)
-    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
-    try:
+    with mirror_pair(tmp_path) as (certs, hub, edge):
         make_topics(edge)
         produce_all(edge, RECORDS // len(TOPICS))
         wait_until(lambda: caught_up(edge, hub, "gw-1", list(TOPICS)), 300, "the hub to catch up")
@@ -57,23 +55,16 @@ def test_edge_topics_reach_the_hub_with_the_same_offsets_and_records(tmp_path):
         mirrored = [k for k in hub_status["edges"]["gw-1"]["partitions"] if not k.startswith("gw-1.heartbeats/")]
         assert len(mirrored) == sum(p for p, _, _ in TOPICS.values()), hub_status
 
-        text = subprocess.run([TERN_BIN, "mirror", "status", "--http", f"127.0.0.1:{hub.http_port}"],
-                              capture_output=True, text=True, timeout=30).stdout
+        text = status_text(hub)
         assert "edge gw-1: connected" in text and "gw-1.sensors" in text, text
         metrics = hub.metrics()
         received = sum(float(l.split()[-1]) for l in metrics.splitlines()
                        if l.startswith("tern_mirror_received_records_total{") and "heartbeats" not in l)
         assert received == total, f"hub counted {received} mirrored records, expected {total}"
-    finally:
-        edge.kill()
-        hub.kill()
 
 
 def test_a_hub_outage_loses_and_duplicates_nothing(tmp_path):
-    certs = Certs(tmp_path / "certs")
-    hub = start_hub(tmp_path, certs)
-    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
-    try:
+    with mirror_pair(tmp_path) as (certs, hub, edge):
         make_topics(edge)
         produce_all(edge, 5_000)
         wait_until(lambda: caught_up(edge, hub, "gw-1", list(TOPICS)), 120, "the first catch-up")
@@ -94,16 +85,10 @@ def test_a_hub_outage_loses_and_duplicates_nothing(tmp_path):
         total = assert_identical(edge, hub, "gw-1", list(TOPICS))
         assert total == 5_000 * len(TOPICS) + 2_000 * len(TOPICS) * (round - 1)
         assert mirror_status(edge)["edge"]["reconnects"] >= 1
-    finally:
-        edge.kill()
-        hub.kill()
 
 
 def test_new_topics_and_partitions_on_the_edge_appear_on_the_hub(tmp_path):
-    certs = Certs(tmp_path / "certs")
-    hub = start_hub(tmp_path, certs)
-    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
-    try:
+    with mirror_pair(tmp_path) as (certs, hub, edge):
         create_topic(edge.bootstrap, "locks", 1, {"retention.ms": "604800000"})
         produce(edge.bootstrap, "locks", 1_000)
         wait_until(lambda: caught_up(edge, hub, "gw-1", ["locks"]), 60, "locks on the hub")
@@ -140,14 +125,9 @@ def test_new_topics_and_partitions_on_the_edge_appear_on_the_hub(tmp_path):
         subprocess.run([TERN_BIN, "topics", "-b", edge.bootstrap, "alter", "locks", "--delete-config", "retention.ms"],
                        check=True, capture_output=True, timeout=30)
         wait_until(lambda: ",retention.ms=86400000" not in hub_configs(), 30, "the removal on the hub")
-    finally:
-        edge.kill()
-        hub.kill()
 
 
 def test_retention_on_the_edge_while_the_hub_is_down_is_recorded_as_a_gap(tmp_path):
-    certs = Certs(tmp_path / "certs")
-    hub = start_hub(tmp_path, certs)
     retention = """
 [topic_defaults]
 "retention.bytes" = 20000
@@ -155,8 +135,7 @@ def test_retention_on_the_edge_while_the_hub_is_down_is_recorded_as_a_gap(tmp_pa
 [storage]
 retention_check_interval_ms = 200
 """
-    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port, extra=retention)
-    try:
+    with mirror_pair(tmp_path, extra=retention) as (certs, hub, edge):
         create_topic(edge.bootstrap, "events", 1)
         produce(edge.bootstrap, "events", 100, codec="none")
         wait_until(lambda: caught_up(edge, hub, "gw-1", ["events"]), 60, "the first records")
@@ -186,18 +165,12 @@ retention_check_interval_ms = 200
         hub.restart()
         again = mirror_status(hub)["hub"]["edges"]["gw-1"]["partitions"]["gw-1.events/0"]
         assert again["gaps"] == [[gap_from, gap_to]], again
-    finally:
-        edge.kill()
-        hub.kill()
 
 
 def test_heartbeats_show_liveness_and_latency_on_the_hub(tmp_path):
-    certs = Certs(tmp_path / "certs")
-    hub = start_hub(tmp_path, certs)
     # Heartbeats travel even when the user's topic selection would exclude them.
-    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port,
-                      extra='heartbeat_interval_ms = 200\ntopics_exclude = [".*"]')
-    try:
+    extra = 'heartbeat_interval_ms = 200\ntopics_exclude = [".*"]'
+    with mirror_pair(tmp_path, extra=extra) as (certs, hub, edge):
         wait_until(lambda: sum(h for _, h in watermarks(hub.bootstrap, "gw-1.heartbeats").values()) >= 5, 30,
                    "heartbeats on the hub")
         records = read_all(hub.bootstrap, "gw-1.heartbeats")[0]
@@ -214,12 +187,8 @@ def test_heartbeats_show_liveness_and_latency_on_the_hub(tmp_path):
         time.sleep(1.5)
         assert watermarks(hub.bootstrap, "gw-1.heartbeats")[0] == before
         assert mirror_status(hub)["hub"]["edges"]["gw-1"]["last_heartbeat_ms"] == last
-        text = subprocess.run([TERN_BIN, "mirror", "status", "--http", f"127.0.0.1:{hub.http_port}"],
-                              capture_output=True, text=True, timeout=30).stdout
+        text = status_text(hub)
         assert "edge gw-1: disconnected" in text and "last heartbeat" in text, text
-    finally:
-        edge.kill()
-        hub.kill()
 
 
 def test_two_edges_share_a_hub_and_wrong_identities_are_refused(tmp_path):

@@ -10,8 +10,8 @@ import time
 from confluent_kafka import Producer
 
 from harness import Tern
-from mirror_site import (Certs, assert_identical, caught_up, create_topic, edge_config, mirror_status,
-                         start_edge, start_hub, wait_until)
+from mirror_site import (Certs, assert_identical, caught_up, create_topic, edge_config, mirror_pair,
+                         mirror_status, start_hub, wait_until)
 from udp_proxy import UdpProxy
 
 KILLS = int(os.environ.get("MIRROR_CHAOS_KILLS", "20"))
@@ -62,11 +62,8 @@ class Load:
 
 
 def test_random_kill_9_of_hub_and_edge_leaves_an_exact_copy(tmp_path):
-    certs = Certs(tmp_path / "certs")
-    hub = start_hub(tmp_path, certs)
-    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
     rng = random.Random(1234)
-    try:
+    with mirror_pair(tmp_path) as (certs, hub, edge):
         for topic, partitions in TOPICS.items():
             create_topic(edge.bootstrap, topic, partitions)
         load = Load(edge)
@@ -85,9 +82,6 @@ def test_random_kill_9_of_hub_and_edge_leaves_an_exact_copy(tmp_path):
         total = assert_identical(edge, hub, "gw-1", list(TOPICS))
         assert total > 1_000, f"only {total} records mirrored"
         print(f"chaos: {kills} kills, {total} records identical on both sides")
-    finally:
-        edge.kill()
-        hub.kill()
 
 
 def test_a_bad_wan_link_converges_exactly_once_without_a_restart(tmp_path):
