@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tern_mirror::ports::{Appended, MirrorLog, PortError, TopicInfo};
+use tern_mirror::ports::{
+    Appended, CheckpointOutcome, GroupOffset, MirrorLog, PortError, TopicInfo,
+};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -216,6 +218,91 @@ impl MirrorLog for MirrorPort {
         tokio::task::block_in_place(|| self.broker.mirror_namespaces.claim(prefix)).map_err(|e| {
             PortError::Unavailable(format!("cannot record the namespace {prefix}: {e}"))
         })
+    }
+
+    fn claim_topic(&self, topic: &str) -> Result<(), PortError> {
+        tokio::task::block_in_place(|| self.broker.mirror_namespaces.claim_topic(topic))
+            .map_err(|e| PortError::Unavailable(format!("cannot reserve {topic}: {e}")))
+    }
+
+    fn committed_offsets(&self) -> Vec<(String, Vec<GroupOffset>)> {
+        let offsets = &self.broker.groups.offsets;
+        offsets
+            .groups()
+            .into_iter()
+            .map(|group| {
+                let entries = offsets
+                    .get(&group)
+                    .into_iter()
+                    .map(|(topic, partition, c)| GroupOffset {
+                        topic,
+                        partition,
+                        offset: c.offset,
+                        metadata: c.metadata,
+                    })
+                    .collect();
+                (group, entries)
+            })
+            .collect()
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> Result<CheckpointOutcome, PortError> {
+        if !crate::groups::valid_group_id(group) {
+            return Err(PortError::Refused(format!("invalid group id `{group}`")));
+        }
+        if self.broker.groups.has_members(group) {
+            return Ok(CheckpointOutcome::Skipped(format!(
+                "group {group} has members on this hub; its offsets here are its own"
+            )));
+        }
+        let current: BTreeMap<(String, i32), i64> = self
+            .broker
+            .groups
+            .offsets
+            .get(group)
+            .into_iter()
+            .map(|(t, p, c)| ((t, p), c.offset))
+            .collect();
+        let now = now_ms();
+        let mut entries = Vec::new();
+        for o in offsets {
+            // A partition the hub does not hold (yet) is skipped; the edge sends again.
+            let Ok((_, end)) = self.offsets(&o.topic, o.partition) else {
+                continue;
+            };
+            let offset = o.offset.min(end);
+            // Forward only (as MirrorMaker): a consumer here that went further stays there.
+            if current
+                .get(&(o.topic.clone(), o.partition))
+                .is_some_and(|&here| here >= offset)
+            {
+                continue;
+            }
+            entries.push((
+                o.topic.clone(),
+                o.partition,
+                crate::groups::offset_records::Committed {
+                    offset,
+                    leader_epoch: -1,
+                    metadata: o.metadata.clone(),
+                    commit_ms: now,
+                },
+            ));
+        }
+        if entries.is_empty() {
+            return Ok(CheckpointOutcome::Applied(0));
+        }
+        self.broker
+            .groups
+            .offsets
+            .commit(group, &entries)
+            .await
+            .map_err(|e| PortError::Unavailable(e.to_string()))?;
+        Ok(CheckpointOutcome::Applied(entries.len() as u32))
     }
 
     fn durable_events(&self) -> watch::Receiver<u64> {

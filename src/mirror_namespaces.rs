@@ -1,8 +1,9 @@
-//! On a hub, the topic prefixes (`<edge><separator>`) that belong to mirrored edges. Only
-//! the mirror writes there: a Kafka producer appending to `gw-017.sensors` would take
-//! offsets the edge's records must get, and the copy would stop matching the edge. The
-//! list is kept in `<data_dir>/mirror-hub/edges` (one prefix per line, fsynced when an
-//! edge is first seen), so the protection holds while an edge is offline too.
+//! The topics only the mirror writes: on a hub, the prefixes (`<edge><separator>`) of
+//! mirrored edges; on an edge, the command topics the hub sends down. A Kafka producer
+//! appending there would take offsets the mirrored records must get, and the copy would
+//! stop matching its source. The list is kept in `<data_dir>/mirror-hub/edges` (one
+//! prefix per line, or `=topic` for one topic; fsynced when first claimed), so the
+//! protection holds while the link is down too.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -37,7 +38,15 @@ impl MirrorNamespaces {
     /// True when `topic` lies in a mirrored edge's namespace.
     pub fn owns(&self, topic: &str) -> bool {
         let prefixes = self.prefixes.read().unwrap_or_else(|p| p.into_inner());
-        prefixes.iter().any(|p| topic.starts_with(p.as_str()))
+        prefixes.contains(&format!("={topic}"))
+            || prefixes
+                .iter()
+                .any(|p| !p.starts_with('=') && topic.starts_with(p.as_str()))
+    }
+
+    /// Records one topic durably (once).
+    pub fn claim_topic(&self, topic: &str) -> std::io::Result<()> {
+        self.claim(&format!("={topic}"))
     }
 
     /// Records `prefix` durably (once).
@@ -76,7 +85,9 @@ mod tests {
         ns.claim("gw-1.").expect("claim");
         ns.claim("gw-1.").expect("claim twice");
         assert!(ns.owns("gw-1.sensors") && !ns.owns("gw-10.sensors") && !ns.owns("sensors"));
+        ns.claim_topic("commands").expect("claim a topic");
+        assert!(ns.owns("commands") && !ns.owns("commands.all") && !ns.owns("command"));
         let again = MirrorNamespaces::load(dir.path());
-        assert!(again.owns("gw-1.x"));
+        assert!(again.owns("gw-1.x") && again.owns("commands"));
     }
 }

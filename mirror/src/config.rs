@@ -64,6 +64,17 @@ pub struct EdgeConfig {
     /// How often the edge writes a record to its `heartbeats` topic (MirrorMaker's name),
     /// which is always mirrored: the hub sees liveness and end-to-end latency. 0: never.
     pub heartbeat_interval_ms: u64,
+    /// Local topics the hub may write (its `[[hub.downlink]]` targets, e.g. commands to
+    /// devices). They are never mirrored up, and local Kafka producers may not write them
+    /// (the hub's offsets must stay the edge's). Empty: accept nothing from the hub.
+    pub downlink_topics: Vec<String>,
+    /// Consumer groups whose committed offsets are checkpointed to the hub (regexes;
+    /// MirrorMaker's `groups` / `groups.exclude`).
+    pub groups: Vec<String>,
+    pub groups_exclude: Vec<String>,
+    /// How often changed group offsets are sent (MirrorMaker's
+    /// `emit.checkpoints.interval.seconds`). 0: never.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for EdgeConfig {
@@ -86,6 +97,14 @@ impl Default for EdgeConfig {
             reconnect_max_ms: 30_000,
             discovery_interval_ms: 2_000,
             heartbeat_interval_ms: 5_000,
+            downlink_topics: vec!["commands".to_string(), "commands.all".to_string()],
+            groups: vec![".*".to_string()],
+            // MirrorMaker's defaults, and tern's own cursors (MQTT bridges, sinks).
+            groups_exclude: ["console-consumer-.*", "connect-.*", "__.*", "tern-.*"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            checkpoint_interval_ms: 5_000,
         }
     }
 }
@@ -109,6 +128,29 @@ pub struct HubConfig {
     /// Topic configs not copied from edges (regexes; MirrorMaker's
     /// `config.properties.exclude`): the hub's own values stay.
     pub config_exclude: Vec<String>,
+    /// Hub topics sent down to edges over their own connections (commands to devices
+    /// behind NAT), with the same guarantees as the way up.
+    pub downlink: Vec<DownlinkRule>,
+    /// How often new downlink topics and partitions are looked for.
+    pub discovery_interval_ms: u64,
+}
+
+/// One `[[hub.downlink]]`: hub topic `hub_topic` (where `{edge}` stands for an edge's
+/// name) is copied to topic `edge_topic` of each edge it names, at the same offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownlinkRule {
+    pub hub_topic: String,
+    pub edge_topic: String,
+}
+
+impl DownlinkRule {
+    fn new(hub_topic: &str, edge_topic: &str) -> DownlinkRule {
+        DownlinkRule {
+            hub_topic: hub_topic.to_string(),
+            edge_topic: edge_topic.to_string(),
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -133,6 +175,12 @@ impl Default for HubConfig {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            // One topic per edge, and one every edge receives (a fleet-wide command).
+            downlink: vec![
+                DownlinkRule::new("commands.{edge}", "commands"),
+                DownlinkRule::new("commands.all", "commands.all"),
+            ],
+            discovery_interval_ms: 2_000,
         }
     }
 }
@@ -183,6 +231,8 @@ pub struct Edge {
     pub hub_name: String,
     include: Vec<Regex>,
     exclude: Vec<Regex>,
+    groups: Vec<Regex>,
+    groups_exclude: Vec<Regex>,
 }
 
 impl Edge {
@@ -227,9 +277,16 @@ impl Edge {
                 "must be above 0 and below mirror.idle_timeout_ms",
             ));
         }
+        for topic in &config.downlink_topics {
+            validate_topic_name(topic).map_err(|e| invalid("mirror.downlink_topics", e))?;
+        }
         let include = compile_all("mirror.topics", &config.topics)?;
         let exclude = compile_all("mirror.topics_exclude", &config.topics_exclude)?;
+        let groups = compile_all("mirror.groups", &config.groups)?;
+        let groups_exclude = compile_all("mirror.groups_exclude", &config.groups_exclude)?;
         Ok(Edge {
+            groups,
+            groups_exclude,
             hub_host: host.to_string(),
             hub_port: port,
             hub_name,
@@ -242,9 +299,41 @@ impl Edge {
     /// True when `topic` is selected for mirroring (internal topics never are; the
     /// heartbeats topic always is).
     pub fn selects(&self, topic: &str) -> bool {
+        if self.receives(topic) {
+            return false; // it came from the hub
+        }
         topic == HEARTBEATS_TOPIC
             || (self.include.iter().any(|r| r.is_match(topic))
                 && !self.exclude.iter().any(|r| r.is_match(topic)))
+    }
+}
+
+impl Edge {
+    /// True when `group`'s offsets are checkpointed to the hub.
+    pub fn selects_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|r| r.is_match(group))
+            && !self.groups_exclude.iter().any(|r| r.is_match(group))
+    }
+
+    /// True when the hub may send `topic` down to this edge.
+    pub fn receives(&self, topic: &str) -> bool {
+        self.config.downlink_topics.iter().any(|t| t == topic)
+    }
+}
+
+/// Kafka's topic name rule: 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'.
+fn validate_topic_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a valid topic name"))
     }
 }
 
@@ -283,11 +372,57 @@ impl Hub {
             ));
         }
         let config_exclude = compile_all("hub.config_exclude", &config.config_exclude)?;
+        for rule in &config.downlink {
+            if rule.hub_topic.starts_with("{edge}") {
+                return Err(invalid(
+                    "hub.downlink.hub_topic",
+                    "may not start with `{edge}`: that is the edge's own namespace (its mirrored topics)",
+                ));
+            }
+            if rule.hub_topic.matches("{edge}").count() > 1 {
+                return Err(invalid(
+                    "hub.downlink.hub_topic",
+                    "`{edge}` may appear once",
+                ));
+            }
+            validate_topic_name(&rule.hub_topic.replace("{edge}", "e"))
+                .map_err(|e| invalid("hub.downlink.hub_topic", e))?;
+            validate_topic_name(&rule.edge_topic)
+                .map_err(|e| invalid("hub.downlink.edge_topic", e))?;
+        }
+        if config.discovery_interval_ms == 0 {
+            return Err(invalid("hub.discovery_interval_ms", "must be above 0"));
+        }
         Ok(Hub {
             config,
             listen,
             config_exclude,
         })
+    }
+
+    /// The hub topics sent down to `edge`, each with the edge topic it becomes.
+    pub fn downlink_for(&self, edge: &str) -> Vec<(String, String)> {
+        self.config
+            .downlink
+            .iter()
+            .map(|r| (r.hub_topic.replace("{edge}", edge), r.edge_topic.clone()))
+            .collect()
+    }
+
+    /// Refuses an edge whose namespace (`<edge><separator>`) would swallow a downlink
+    /// topic: the hub's producers could no longer write it.
+    pub fn check_edge_name(&self, edge: &str) -> Result<(), String> {
+        let prefix = format!("{edge}{}", self.config.separator);
+        for rule in &self.config.downlink {
+            let fixed = rule.hub_topic.split("{edge}").next().unwrap_or_default();
+            if fixed.starts_with(&prefix) {
+                return Err(format!(
+                    "the edge name `{edge}` clashes with the downlink topic `{}` (its                      namespace {prefix}* would hold it); rename the edge or the rule",
+                    rule.hub_topic
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// True when a topic config keeps the hub's own value instead of the edge's.
@@ -444,9 +579,63 @@ mod tests {
                 },
                 "hub.config_exclude",
             ),
+            (
+                HubConfig {
+                    downlink: vec![DownlinkRule::new("{edge}.commands", "commands")],
+                    ..good.clone()
+                },
+                "hub.downlink.hub_topic",
+            ),
+            (
+                HubConfig {
+                    downlink: vec![DownlinkRule::new("cmd.{edge}.{edge}", "commands")],
+                    ..good.clone()
+                },
+                "hub.downlink.hub_topic",
+            ),
+            (
+                HubConfig {
+                    downlink: vec![DownlinkRule::new("cmd.{edge}", "bad/name")],
+                    ..good.clone()
+                },
+                "hub.downlink.edge_topic",
+            ),
         ];
         for (config, key) in cases {
             assert_eq!(key_of(Hub::compile(config).expect_err("invalid")), key);
         }
+    }
+
+    #[test]
+    fn downlink_rules_name_each_edges_topics_and_refuse_clashing_edge_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["h.pem", "h.key", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        let hub = Hub::compile(HubConfig {
+            cert: dir.path().join("h.pem"),
+            key: dir.path().join("h.key"),
+            ca: dir.path().join("ca.pem"),
+            ..HubConfig::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            hub.downlink_for("gw-7"),
+            vec![
+                ("commands.gw-7".to_string(), "commands".to_string()),
+                ("commands.all".to_string(), "commands.all".to_string()),
+            ]
+        );
+        assert!(hub.check_edge_name("gw-7").is_ok());
+        // Its namespace `commands.*` would hold every edge's command topic.
+        let clash = hub.check_edge_name("commands").expect_err("clash");
+        assert!(clash.contains("commands.{edge}"), "{clash}");
+
+        let edge = Edge::compile(edge_with_files(dir.path())).expect("valid");
+        assert!(edge.receives("commands") && edge.receives("commands.all"));
+        assert!(!edge.selects("commands") && !edge.selects("commands.all"));
+        assert!(edge.selects("commands-log"));
+        assert!(edge.selects_group("analytics"));
+        assert!(!edge.selects_group("tern-mqtt-gw") && !edge.selects_group("console-consumer-7"));
     }
 }

@@ -6,32 +6,28 @@
 //! than `window_bytes` unacknowledged) and moves on as acknowledgements arrive. Nothing is
 //! stored on the edge about progress: after any failure the hub's answer is the truth.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::batches;
 use crate::config::{Edge, HEARTBEATS_TOPIC};
+use crate::link::{next_frame, send_frame, SenderPool};
 use crate::metrics::{labels, MirrorMetrics};
-use crate::ports::{MirrorLog, PortError, TopicInfo};
+use crate::ports::{Appended, MirrorLog};
+use crate::receiver::{self, ReceiveReport, Refusal, Target};
+use crate::sender::{SendProgress, SendReport, Sender};
 use crate::status::{now_ms, SharedStatus};
 use crate::tls;
 use crate::wire::{close, codec, Frame};
 use crate::MirrorError;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a partition whose stream failed waits before the next try.
-const PARTITION_RETRY: Duration = Duration::from_secs(2);
-/// How long a partition the hub refused waits (the cause needs a person).
-const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
 /// The edge link, ready to [`EdgeLink::run`].
 pub struct EdgeLink<L> {
@@ -40,18 +36,6 @@ pub struct EdgeLink<L> {
     client: quinn::ClientConfig,
     status: SharedStatus,
     metrics: MirrorMetrics,
-}
-
-/// Why a partition sender stopped.
-enum StreamEnd {
-    /// The connection is gone; the connection loop reconnects.
-    Connection(String),
-    /// The hub refused (or the logs disagree): retry much later.
-    Refused(String),
-    /// Anything else: retry soon.
-    Failed(String),
-    /// A retry wait is over: the next discovery starts the partition again.
-    Retry,
 }
 
 impl<L: MirrorLog> EdgeLink<L> {
@@ -248,16 +232,21 @@ impl<L: MirrorLog> EdgeLink<L> {
         Ok(connection)
     }
 
-    /// Runs the partition senders on one connection until it closes.
+    /// Runs the partition senders, and receives what the hub sends down, on one
+    /// connection until it closes.
     async fn serve(&self, connection: quinn::Connection, shutdown: &CancellationToken) -> String {
-        let mut senders: JoinSet<((String, i32), StreamEnd)> = JoinSet::new();
-        let mut running: HashSet<(String, i32)> = HashSet::new();
-        // The configs each topic's partition-0 stream announced, and how to stop that
-        // stream: a config change on the edge reopens it, and the hub syncs on `Open`.
-        let mut announced: HashMap<String, (Vec<(String, String)>, AbortHandle)> = HashMap::new();
+        let mut pool = SenderPool::default();
         let mut tick = tokio::time::interval(Duration::from_millis(
             self.edge.config.discovery_interval_ms.max(100),
         ));
+        let checkpoints = tokio::spawn(crate::checkpoints::send(
+            Arc::clone(&self.edge),
+            Arc::clone(&self.log),
+            self.status.clone(),
+            connection.clone(),
+            shutdown.clone(),
+        ));
+        let _stop_checkpoints = AbortOnDrop(checkpoints);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -266,83 +255,188 @@ impl<L: MirrorLog> EdgeLink<L> {
                         if topic.internal || !self.edge.selects(&topic.name) {
                             continue;
                         }
-                        if let Some((configs, handle)) = announced.get(&topic.name) {
-                            if *configs != topic.configs {
-                                handle.abort();
-                                running.remove(&(topic.name.clone(), 0));
-                                announced.remove(&topic.name);
-                                info!(topic = %topic.name, "topic configs changed; announcing them to the hub");
-                            }
-                        }
-                        for partition in 0..topic.partitions {
-                            let key = (topic.name.clone(), partition);
-                            if running.insert(key.clone()) {
-                                let sender = Sender {
-                                    edge: Arc::clone(&self.edge),
-                                    log: Arc::clone(&self.log),
-                                    status: self.status.clone(),
-                                    metrics: self.metrics.clone(),
-                                    topic: topic.clone(),
-                                    partition,
-                                };
-                                let connection = connection.clone();
-                                let shutdown = shutdown.clone();
-                                let handle = senders.spawn(async move {
-                                    let end = sender.run(connection, shutdown).await;
-                                    (key, end)
-                                });
-                                if partition == 0 {
-                                    announced.insert(topic.name.clone(), (topic.configs.clone(), handle));
-                                }
-                            }
-                        }
-                    }
-                }
-                Some(done) = senders.join_next() => {
-                    if let Ok(((topic, partition), end)) = done {
-                        let (why, retry) = match end {
-                            StreamEnd::Retry => {
-                                running.remove(&(topic, partition));
-                                continue;
-                            }
-                            StreamEnd::Connection(why) => (why, Duration::ZERO),
-                            StreamEnd::Refused(why) => {
-                                error!(%topic, partition, reason = %why, "hub refused this partition; retrying in 30 s");
-                                (why, REFUSED_RETRY)
-                            }
-                            StreamEnd::Failed(why) => {
-                                warn!(%topic, partition, reason = %why, "mirror stream failed; retrying");
-                                (why, PARTITION_RETRY)
-                            }
+                        let make = |partition| Sender {
+                            log: Arc::clone(&self.log),
+                            topic: topic.clone(),
+                            partition,
+                            announce: topic.name.clone(),
+                            window_bytes: self.edge.config.window_bytes,
+                            max_frame_bytes: self.edge.config.max_frame_bytes,
+                            report: Arc::new(ToHub {
+                                status: self.status.clone(),
+                                metrics: self.metrics.clone(),
+                                topic: topic.name.clone(),
+                                partition,
+                            }),
                         };
-                        self.status.edge_partition(&topic, partition, |p| p.last_error = Some(why));
-                        // Keep it out of `running` only after the wait: the next discovery restarts it.
-                        let key = (topic, partition);
-                        if retry.is_zero() {
-                            running.remove(&key);
-                        } else {
-                            senders.spawn(async move {
-                                tokio::time::sleep(retry).await;
-                                (key, StreamEnd::Retry)
-                            });
-                        }
+                        pool.discover(&topic, make, &connection, shutdown);
                     }
                 }
-                reason = connection.closed() => {
-                    self.note_link(&connection);
-                    // The next connection counts from where this one ended.
-                    self.status.edge(|s| {
-                        s.wire_tx_bytes_before = s.wire_tx_bytes;
-                        s.wire_rx_bytes_before = s.wire_rx_bytes;
-                    });
-                    return refused_or(&reason);
+                Some(ended) = pool.next_end() => {
+                    self.status.edge_partition(&ended.topic, ended.partition, |p| p.last_error = Some(ended.reason));
                 }
+                stream = connection.accept_bi() => match stream {
+                    Ok((send, recv)) => {
+                        let (edge, log, status) = (Arc::clone(&self.edge), Arc::clone(&self.log), self.status.clone());
+                        tokio::spawn(async move {
+                            if let Err(reason) = receive_down(&edge, log.as_ref(), &status, send, recv).await {
+                                tracing::debug!(%reason, "downlink stream ended");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        self.note_link(&connection);
+                        self.status.edge(|s| {
+                            s.wire_tx_bytes_before = s.wire_tx_bytes;
+                            s.wire_rx_bytes_before = s.wire_rx_bytes;
+                        });
+                        return refused_or(&e);
+                    }
+                },
                 _ = shutdown.cancelled() => {
                     connection.close(close::SHUTDOWN.into(), b"edge shutting down");
                     return "shutting down".into();
                 }
             }
         }
+    }
+}
+
+/// One stream the hub opened: a command topic partition sent down. Only topics in
+/// `mirror.downlink_topics` are accepted; they are written at the hub's offsets.
+async fn receive_down<L: MirrorLog>(
+    edge: &Edge,
+    log: &L,
+    status: &SharedStatus,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> Result<(), String> {
+    let mut reader = FramedRead::new(recv, codec());
+    let mut writer = FramedWrite::new(send, codec());
+    let Frame::Open {
+        topic,
+        partition,
+        partition_count,
+        configs,
+    } = next_frame(&mut reader).await?
+    else {
+        return Err("expected Open".into());
+    };
+    if !edge.receives(&topic) {
+        let refusal = Refusal::permanent(format!(
+            "this edge does not accept `{topic}` from the hub (mirror.downlink_topics)"
+        ));
+        warn!(%topic, "the hub sent a topic this edge does not accept; refused");
+        send_frame(&mut writer, refusal.frame()).await?;
+        return Err(refusal.reason);
+    }
+    log.claim_topic(&topic).map_err(|e| e.to_string())?;
+    let report = FromHub {
+        status: status.clone(),
+        topic: topic.clone(),
+        partition,
+    };
+    let target = Target {
+        topic: &topic,
+        partition,
+        partition_count,
+        configs: &configs,
+        keep_local: &|_| false,
+    };
+    let result = receiver::receive(log, target, &report, reader, writer).await;
+    if let Err(reason) = &result {
+        status.edge_downlink(&topic, partition, |p| p.last_error = Some(reason.clone()));
+    }
+    result
+}
+
+/// The edge's view of one partition it mirrors up.
+struct ToHub {
+    status: SharedStatus,
+    metrics: MirrorMetrics,
+    topic: String,
+    partition: i32,
+}
+
+impl SendReport for ToHub {
+    fn progress(&self, progress: &SendProgress) {
+        let behind = (progress.source_end - progress.acked).max(0);
+        let l = labels(&[
+            ("topic", &self.topic),
+            ("partition", &self.partition.to_string()),
+        ]);
+        self.metrics.lag_records.get_or_create(&l).set(behind);
+        self.status
+            .edge_partition(&self.topic, self.partition, |p| {
+                p.edge_start = progress.source_start;
+                p.edge_end = progress.source_end;
+                p.hub_end = progress.acked;
+                p.records_behind = behind;
+                p.seconds_behind = progress.seconds_behind;
+            });
+    }
+
+    fn bytes_behind(&self, bytes: u64) {
+        self.status
+            .edge_partition(&self.topic, self.partition, |p| p.bytes_behind = bytes);
+    }
+
+    fn acknowledged(&self, records: u64, bytes: u64) {
+        let l = labels(&[("topic", &self.topic)]);
+        self.metrics.sent_records.get_or_create(&l).inc_by(records);
+        self.metrics.sent_bytes.get_or_create(&l).inc_by(bytes);
+    }
+
+    fn gap(&self, from: i64, to: i64) {
+        warn!(topic = %self.topic, partition = self.partition, from, to, lost = to - from,
+            "mirror gap: these records were deleted here before the hub had them");
+        self.status
+            .edge_partition(&self.topic, self.partition, |p| p.gap_records += to - from);
+    }
+
+    fn healthy(&self) {
+        self.status
+            .edge_partition(&self.topic, self.partition, |p| p.last_error = None);
+    }
+}
+
+/// The edge's view of one command topic partition it receives.
+struct FromHub {
+    status: SharedStatus,
+    topic: String,
+    partition: i32,
+}
+
+impl FromHub {
+    fn update(&self, f: impl FnOnce(&mut crate::status::DownlinkPartition)) {
+        self.status.edge_downlink(&self.topic, self.partition, f);
+    }
+}
+
+impl ReceiveReport for FromHub {
+    fn opened(&self, log_end: i64) {
+        self.update(|p| p.edge_end = log_end);
+    }
+
+    fn source_end(&self, end: i64) {
+        self.update(|p| p.hub_end = end);
+    }
+
+    fn appended(&self, _appended: &Appended) {}
+
+    fn gap(&self, from: i64, to: i64) -> Result<(), String> {
+        warn!(topic = %self.topic, partition = self.partition, from, to, lost = to - from,
+            "downlink gap: the hub deleted these records before they reached this edge");
+        self.update(|p| p.gap_records += to - from);
+        Ok(())
+    }
+
+    fn durable(&self, appended: &Appended) {
+        self.update(|p| {
+            p.edge_end = appended.log_end;
+            p.records_behind = (p.hub_end - appended.log_end).max(0);
+            p.last_error = None;
+        });
     }
 }
 
@@ -405,213 +499,13 @@ fn refused_or(error: &quinn::ConnectionError) -> String {
     }
 }
 
-/// One partition's sender.
-struct Sender<L> {
-    edge: Arc<Edge>,
-    log: Arc<L>,
-    status: SharedStatus,
-    metrics: MirrorMetrics,
-    topic: TopicInfo,
-    partition: i32,
-}
+/// Aborts a per-connection task when the connection's loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-/// A frame sent and not yet acknowledged.
-struct InFlight {
-    next_offset: i64,
-    bytes: usize,
-    records: i64,
-    first_timestamp: i64,
-}
-
-fn stream_end(e: impl ToString, connection: &quinn::Connection) -> StreamEnd {
-    match connection.close_reason() {
-        Some(reason) => StreamEnd::Connection(refused_or(&reason)),
-        None => StreamEnd::Failed(e.to_string()),
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-}
-
-impl<L: MirrorLog> Sender<L> {
-    async fn run(&self, connection: quinn::Connection, shutdown: CancellationToken) -> StreamEnd {
-        let (topic, partition) = (self.topic.name.as_str(), self.partition);
-        let (send, recv) = match connection.open_bi().await {
-            Ok(s) => s,
-            Err(e) => return StreamEnd::Connection(refused_or(&e)),
-        };
-        let mut writer = FramedWrite::new(send, codec());
-        let mut reader = FramedRead::new(recv, codec());
-        let open = Frame::Open {
-            topic: topic.to_string(),
-            partition,
-            partition_count: self.topic.partitions,
-            configs: self.topic.configs.clone(),
-        };
-        if let Err(e) = send_frame(&mut writer, open).await {
-            return stream_end(e, &connection);
-        }
-        let (hub_start, hub_end) = match next_frame(&mut reader).await {
-            Ok(Frame::Position { log_start, log_end }) => (log_start, log_end),
-            Ok(Frame::Error {
-                retriable: true,
-                reason,
-            }) => return StreamEnd::Failed(reason),
-            Ok(Frame::Error { reason, .. }) => return StreamEnd::Refused(reason),
-            Ok(other) => return StreamEnd::Failed(format!("expected Position, got {other:?}")),
-            Err(e) => return stream_end(e, &connection),
-        };
-        let (edge_start, edge_end) = match self.log.offsets(topic, partition) {
-            Ok(o) => o,
-            Err(e) => return StreamEnd::Failed(e.to_string()),
-        };
-        if hub_end > edge_end {
-            return StreamEnd::Refused(format!(
-                "the hub holds offsets up to {hub_end} but this edge's log ends at {edge_end} \
-                 (was the edge's data directory replaced?); not mirroring this partition"
-            ));
-        }
-        tracing::debug!(
-            topic,
-            partition,
-            hub_start,
-            hub_end,
-            edge_start,
-            edge_end,
-            "mirror stream open"
-        );
-        let topic_labels = labels(&[("topic", topic)]);
-        let lag = self
-            .metrics
-            .lag_records
-            .get_or_create(&labels(&[
-                ("topic", topic),
-                ("partition", &partition.to_string()),
-            ]))
-            .clone();
-        let mut acked = hub_end;
-        let mut next = hub_end;
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let mut in_flight_bytes = 0usize;
-        let mut events = self.log.durable_events();
-        let mut recheck = tokio::time::interval(Duration::from_secs(1));
-        let window = self.edge.config.window_bytes;
-        let mut bytes_checked = std::time::Instant::now() - Duration::from_secs(2);
-        loop {
-            // Fill the window with whatever is durable beyond what was sent.
-            let (start, end) = match self.log.offsets(topic, partition) {
-                Ok(o) => o,
-                Err(e) => return StreamEnd::Failed(e.to_string()),
-            };
-            if next < start {
-                next = start;
-            }
-            while in_flight_bytes < window && next < end {
-                let bytes =
-                    match self
-                        .log
-                        .read(topic, partition, next, self.edge.config.max_frame_bytes)
-                    {
-                        Ok(b) => b,
-                        Err(PortError::OutOfRange { start, .. }) => {
-                            next = start.max(next);
-                            continue;
-                        }
-                        Err(e) => return StreamEnd::Failed(e.to_string()),
-                    };
-                let Some(spans) = batches::spans(&bytes) else {
-                    return StreamEnd::Failed(format!(
-                        "unreadable stored batches at {topic}-{partition} offset {next}"
-                    ));
-                };
-                let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
-                    break;
-                };
-                let frame = Frame::Batches {
-                    edge_end: end,
-                    batches: bytes.clone(),
-                };
-                if let Err(e) = send_frame(&mut writer, frame).await {
-                    return stream_end(e, &connection);
-                }
-                in_flight.push_back(InFlight {
-                    next_offset: last.next_offset,
-                    bytes: bytes.len(),
-                    records: last.next_offset - first.base_offset.max(next),
-                    first_timestamp: first.first_timestamp,
-                });
-                in_flight_bytes += bytes.len();
-                next = last.next_offset;
-            }
-            let behind = (end - acked).max(0);
-            lag.set(behind);
-            if bytes_checked.elapsed() >= Duration::from_secs(1) {
-                bytes_checked = std::time::Instant::now();
-                if let Ok(bytes) = self.log.bytes_from(topic, partition, acked) {
-                    self.status
-                        .edge_partition(topic, partition, |p| p.bytes_behind = bytes);
-                }
-            }
-            let oldest = in_flight.front().map(|f| f.first_timestamp);
-            self.status.edge_partition(topic, partition, |p| {
-                p.edge_start = start;
-                p.edge_end = end;
-                p.hub_end = acked;
-                p.records_behind = behind;
-                p.seconds_behind = match (behind, oldest) {
-                    (0, _) => None,
-                    (_, Some(ts)) => Some(((now_ms() - ts).max(0)) as f64 / 1000.0),
-                    _ => None,
-                };
-            });
-            tokio::select! {
-                frame = next_frame(&mut reader) => match frame {
-                    Ok(Frame::Ack { log_end, duplicates: _, gaps }) => {
-                        while in_flight.front().is_some_and(|f| f.next_offset <= log_end) {
-                            if let Some(done) = in_flight.pop_front() {
-                                in_flight_bytes -= done.bytes;
-                                self.metrics.sent_records.get_or_create(&topic_labels).inc_by(done.records.max(0) as u64);
-                                self.metrics.sent_bytes.get_or_create(&topic_labels).inc_by(done.bytes as u64);
-                            }
-                        }
-                        for (from, to) in &gaps {
-                            warn!(topic, partition, from, to, lost = to - from,
-                                "mirror gap: these records were deleted here before the hub had them");
-                            self.status.edge_partition(topic, partition, |p| p.gap_records += to - from);
-                        }
-                        acked = acked.max(log_end);
-                        self.status.edge_partition(topic, partition, |p| p.last_error = None);
-                    }
-                    Ok(Frame::Error { retriable: true, reason }) => return StreamEnd::Failed(reason),
-                    Ok(Frame::Error { reason, .. }) => return StreamEnd::Refused(reason),
-                    Ok(other) => return StreamEnd::Failed(format!("unexpected frame {other:?}")),
-                    Err(e) => return stream_end(e, &connection),
-                },
-                changed = events.changed(), if in_flight_bytes < window => {
-                    if changed.is_err() {
-                        return StreamEnd::Failed("the log is closing".into());
-                    }
-                }
-                _ = recheck.tick() => {}
-                _ = shutdown.cancelled() => return StreamEnd::Connection("shutting down".into()),
-            }
-        }
-    }
-}
-
-async fn next_frame(
-    reader: &mut FramedRead<quinn::RecvStream, tokio_util::codec::LengthDelimitedCodec>,
-) -> Result<Frame, String> {
-    match reader.next().await {
-        Some(Ok(bytes)) => Frame::decode(bytes.freeze()).map_err(|e| e.to_string()),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("the hub closed the stream".into()),
-    }
-}
-
-async fn send_frame(
-    writer: &mut FramedWrite<quinn::SendStream, tokio_util::codec::LengthDelimitedCodec>,
-    frame: Frame,
-) -> Result<(), String> {
-    let bytes: Bytes = frame.encode().map_err(|e| e.to_string())?;
-    writer.send(bytes).await.map_err(|e| e.to_string())
 }
 
 /// Capped exponential backoff with full jitter: a random wait in [min, min(max, min·2ⁿ)].

@@ -15,15 +15,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::checkpoints;
 use crate::config::{validate_edge_name, Hub, HEARTBEATS_TOPIC};
 use crate::gaps::{Gap, GapJournal};
+use crate::link::SenderPool;
 use crate::metrics::{labels, MirrorMetrics};
-use crate::ports::{Appended, MirrorLog, PortError};
+use crate::ports::{Appended, MirrorLog};
+use crate::receiver::{self, ReceiveReport, Target};
+use crate::sender::{SendProgress, SendReport, Sender};
 use crate::status::{now_ms, SharedStatus, RECENT_GAPS};
 use crate::tls;
 use crate::wire::{close, codec, Frame};
@@ -31,9 +34,6 @@ use crate::MirrorError;
 
 /// How long an edge has to say who it is after the handshake.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Appends of one partition stream waiting for durability before the hub stops reading
-/// that stream (QUIC flow control then holds the edge back).
-const PENDING_ACKS: usize = 32;
 
 struct Live {
     id: u64,
@@ -171,10 +171,15 @@ async fn serve_edge<L: MirrorLog>(
     let prefix_of = |edge: &str| format!("{edge}{}", shared.hub.config.separator);
     let identified = match identify(&connection).await {
         Ok(edge) => shared
-            .log
-            .claim_namespace(&prefix_of(&edge))
-            .map(|_| edge)
-            .map_err(|e| e.to_string()),
+            .hub
+            .check_edge_name(&edge)
+            .and_then(|_| {
+                shared
+                    .log
+                    .claim_namespace(&prefix_of(&edge))
+                    .map_err(|e| e.to_string())
+            })
+            .map(|_| edge),
         Err(reason) => Err(reason),
     };
     let edge = match identified {
@@ -215,6 +220,12 @@ async fn serve_edge<L: MirrorLog>(
         .get_or_create(&labels(&[("edge", &edge)]))
         .set(1);
     info!(edge, %remote, "edge connected");
+    let downlink = tokio::spawn(send_down(
+        Arc::clone(&shared),
+        edge.clone(),
+        connection.clone(),
+        shutdown.clone(),
+    ));
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     let reason = loop {
         tokio::select! {
@@ -244,6 +255,7 @@ async fn serve_edge<L: MirrorLog>(
             _ = shutdown.cancelled() => break "hub shutting down".to_string(),
         }
     };
+    downlink.abort();
     let still_current = {
         let mut live = shared.live.lock().unwrap_or_else(|p| p.into_inner());
         let current = live.get(&edge).is_some_and(|l| l.id == id);
@@ -266,6 +278,111 @@ async fn serve_edge<L: MirrorLog>(
             .set(0);
     }
     info!(edge, %remote, %reason, "edge disconnected");
+}
+
+/// Sends the hub topics that `[[hub.downlink]]` maps to this edge down its connection,
+/// one sender per partition, until the connection ends.
+async fn send_down<L: MirrorLog>(
+    shared: Arc<Shared<L>>,
+    edge: String,
+    connection: quinn::Connection,
+    shutdown: CancellationToken,
+) {
+    let rules: HashMap<String, String> = shared.hub.downlink_for(&edge).into_iter().collect();
+    if rules.is_empty() {
+        return;
+    }
+    let mut pool = SenderPool::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        shared.hub.config.discovery_interval_ms,
+    ));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                for topic in shared.log.topics() {
+                    let Some(edge_topic) = rules.get(&topic.name) else { continue };
+                    let make = |partition| Sender {
+                        log: Arc::clone(&shared.log),
+                        topic: topic.clone(),
+                        partition,
+                        announce: edge_topic.clone(),
+                        window_bytes: DOWNLINK_WINDOW,
+                        max_frame_bytes: DOWNLINK_FRAME,
+                        report: Arc::new(ToEdge {
+                            status: shared.status.clone(),
+                            metrics: shared.metrics.clone(),
+                            edge: edge.clone(),
+                            hub_topic: topic.name.clone(),
+                            edge_topic: edge_topic.clone(),
+                            partition,
+                        }),
+                    };
+                    pool.discover(&topic, make, &connection, &shutdown);
+                }
+            }
+            Some(ended) = pool.next_end() => {
+                shared.status.hub_downlink(&edge, &ended.topic, "", ended.partition, |p| {
+                    p.last_error = Some(ended.reason);
+                });
+            }
+            _ = connection.closed() => return,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Unacknowledged bytes per downlink partition, and bytes per frame: commands are small.
+const DOWNLINK_WINDOW: usize = 1024 * 1024;
+const DOWNLINK_FRAME: usize = 256 * 1024;
+
+/// The hub's view of one partition it sends down to an edge.
+struct ToEdge {
+    status: SharedStatus,
+    metrics: MirrorMetrics,
+    edge: String,
+    hub_topic: String,
+    edge_topic: String,
+    partition: i32,
+}
+
+impl ToEdge {
+    fn update(&self, f: impl FnOnce(&mut crate::status::DownlinkPartition)) {
+        self.status.hub_downlink(
+            &self.edge,
+            &self.hub_topic,
+            &self.edge_topic,
+            self.partition,
+            f,
+        );
+    }
+}
+
+impl SendReport for ToEdge {
+    fn progress(&self, progress: &SendProgress) {
+        self.update(|p| {
+            p.hub_end = progress.source_end;
+            p.edge_end = progress.acked;
+            p.records_behind = (progress.source_end - progress.acked).max(0);
+        });
+    }
+
+    fn bytes_behind(&self, _bytes: u64) {}
+
+    fn acknowledged(&self, records: u64, bytes: u64) {
+        let l = labels(&[("edge", &self.edge), ("topic", &self.hub_topic)]);
+        self.metrics.sent_records.get_or_create(&l).inc_by(records);
+        self.metrics.sent_bytes.get_or_create(&l).inc_by(bytes);
+    }
+
+    fn gap(&self, from: i64, to: i64) {
+        warn!(edge = %self.edge, topic = %self.hub_topic, partition = self.partition, from, to,
+            lost = to - from, "downlink gap: these records were deleted here before the edge had them");
+        self.update(|p| p.gap_records += to - from);
+    }
+
+    fn healthy(&self) {
+        self.update(|p| p.last_error = None);
+    }
 }
 
 /// Reads the edge's `Hello` and checks its certificate is valid for the name it gives.
@@ -299,41 +416,8 @@ async fn identify(connection: &quinn::Connection) -> Result<String, String> {
     Ok(edge)
 }
 
-enum ToAck {
-    Ack(Appended),
-    Fail(Refusal),
-}
-
-/// Why the hub ends a partition stream, and whether the edge should try again soon.
-struct Refusal {
-    retriable: bool,
-    reason: String,
-}
-
-impl Refusal {
-    fn from_port(context: &str, e: PortError) -> Refusal {
-        Refusal {
-            retriable: !matches!(e, PortError::Refused(_)),
-            reason: format!("{context}{e}"),
-        }
-    }
-
-    fn permanent(reason: String) -> Refusal {
-        Refusal {
-            retriable: false,
-            reason,
-        }
-    }
-
-    fn frame(&self) -> Frame {
-        Frame::Error {
-            retriable: self.retriable,
-            reason: self.reason.clone(),
-        }
-    }
-}
-
-/// One partition stream: `Open` → `Position`, then appends and in-order acknowledgements.
+/// One stream from the edge: a partition of its topic `t`, which goes to
+/// `<edge><separator>t`, or its consumer group checkpoints.
 async fn serve_partition<L: MirrorLog>(
     shared: &Shared<L>,
     edge: &str,
@@ -341,134 +425,133 @@ async fn serve_partition<L: MirrorLog>(
     recv: quinn::RecvStream,
 ) -> Result<(), String> {
     let mut reader = FramedRead::new(recv, codec());
-    let mut writer = FramedWrite::new(send, codec());
+    let writer = FramedWrite::new(send, codec());
     let open = match reader.next().await {
         Some(Ok(bytes)) => Frame::decode(bytes.freeze()).map_err(|e| e.to_string())?,
         Some(Err(e)) => return Err(e.to_string()),
         None => return Ok(()),
     };
-    let Frame::Open {
-        topic,
-        partition,
-        partition_count,
-        configs,
-    } = open
-    else {
-        return Err("expected Open".into());
+    let (topic, partition, partition_count, configs) = match open {
+        Frame::Open {
+            topic,
+            partition,
+            partition_count,
+            configs,
+        } => (topic, partition, partition_count, configs),
+        first @ Frame::Checkpoint { .. } => {
+            let side = checkpoints::HubSide {
+                log: shared.log.as_ref(),
+                edge,
+                prefix: format!("{edge}{}", shared.hub.config.separator),
+                status: &shared.status,
+                metrics: &shared.metrics,
+            };
+            return checkpoints::serve(side, first, reader, writer).await;
+        }
+        _ => return Err("expected Open or Checkpoint".into()),
     };
     let hub_topic = format!("{edge}{}{topic}", shared.hub.config.separator);
-    let position = (|| {
-        if !(0..partition_count).contains(&partition) {
-            return Err(Refusal::permanent(format!(
-                "partition {partition} outside the {partition_count} partitions announced"
-            )));
-        }
-        shared
-            .log
-            .ensure_topic(&hub_topic, partition_count, &configs, &|k| {
-                shared.hub.keeps_local(k)
-            })
-            .map_err(|e| Refusal::from_port(&format!("cannot create {hub_topic}: "), e))?;
-        shared
-            .log
-            .offsets(&hub_topic, partition)
-            .map_err(|e| Refusal::from_port("", e))
-    })();
-    let (log_start, log_end) = match position {
-        Ok(p) => p,
-        Err(refusal) => {
-            warn!(edge, topic = %hub_topic, partition, reason = %refusal.reason,
-                retriable = refusal.retriable, "mirror stream refused");
-            send_frame(&mut writer, refusal.frame()).await?;
-            return Err(refusal.reason);
-        }
+    let report = FromEdge {
+        shared,
+        edge,
+        hub_topic: &hub_topic,
+        partition,
+        heartbeats: topic == HEARTBEATS_TOPIC,
+        labels: labels(&[("edge", edge), ("topic", &hub_topic)]),
     };
-    shared
-        .status
-        .hub_partition(edge, &hub_topic, partition, |p| {
-            p.hub_end = log_end;
-            p.records_behind = (p.edge_end - log_end).max(0);
-        });
-    send_frame(&mut writer, Frame::Position { log_start, log_end }).await?;
+    let target = Target {
+        topic: &hub_topic,
+        partition,
+        partition_count,
+        configs: &configs,
+        keep_local: &|k| shared.hub.keeps_local(k),
+    };
+    receiver::receive(shared.log.as_ref(), target, &report, reader, writer).await
+}
 
-    let labels = labels(&[("edge", edge), ("topic", &hub_topic)]);
-    let (tx, mut rx) = mpsc::channel::<ToAck>(PENDING_ACKS);
-    let (hub_topic, labels) = (hub_topic.as_str(), &labels);
-    // `receive` owns the sender: when it ends, the acknowledger drains and ends too.
-    let receive = async move {
-        while let Some(frame) = reader.next().await {
-            let bytes = frame.map_err(|e| e.to_string())?;
-            let Frame::Batches { edge_end, batches } =
-                Frame::decode(bytes.freeze()).map_err(|e| e.to_string())?
-            else {
-                return Err("expected Batches".to_string());
-            };
-            shared
-                .status
-                .hub_partition(edge, hub_topic, partition, |p| p.edge_end = edge_end);
-            if topic == HEARTBEATS_TOPIC {
-                note_heartbeat(shared, edge, &batches);
-            }
-            let appended = match append(shared, edge, hub_topic, partition, &batches) {
-                Ok(a) => a,
-                Err(refusal) => {
-                    // Stop reading; the acknowledger sends the error after the acks before it.
-                    warn!(edge, topic = %hub_topic, partition, reason = %refusal.reason,
-                        retriable = refusal.retriable, "mirror append refused");
-                    let _ = tx.send(ToAck::Fail(refusal)).await;
-                    return Ok(());
-                }
-            };
-            shared
-                .metrics
-                .received_records
-                .get_or_create(labels)
-                .inc_by(appended.records);
-            shared
-                .metrics
-                .received_bytes
-                .get_or_create(labels)
-                .inc_by(appended.bytes);
-            if tx.send(ToAck::Ack(appended)).await.is_err() {
-                return Err("acknowledgements stopped".to_string());
-            }
+/// The hub's view of one edge partition stream: status, metrics, the gap journal.
+struct FromEdge<'a, L> {
+    shared: &'a Shared<L>,
+    edge: &'a str,
+    hub_topic: &'a str,
+    partition: i32,
+    heartbeats: bool,
+    labels: Vec<(String, String)>,
+}
+
+impl<L: MirrorLog> ReceiveReport for FromEdge<'_, L> {
+    fn opened(&self, log_end: i64) {
+        self.shared
+            .status
+            .hub_partition(self.edge, self.hub_topic, self.partition, |p| {
+                p.hub_end = log_end;
+                p.records_behind = (p.edge_end - log_end).max(0);
+            });
+    }
+
+    fn source_end(&self, end: i64) {
+        self.shared
+            .status
+            .hub_partition(self.edge, self.hub_topic, self.partition, |p| {
+                p.edge_end = end
+            });
+    }
+
+    fn batches(&self, batches: &Bytes) {
+        if self.heartbeats {
+            note_heartbeat(self.shared, self.edge, batches);
         }
-        Ok(())
-    };
-    let acknowledge = async {
-        while let Some(next) = rx.recv().await {
-            let appended = match next {
-                ToAck::Ack(a) => a,
-                ToAck::Fail(refusal) => {
-                    send_frame(&mut writer, refusal.frame()).await?;
-                    return Err(refusal.reason);
-                }
-            };
-            shared
-                .log
-                .wait_durable(hub_topic, partition, &appended)
-                .await
-                .map_err(|e| e.to_string())?;
-            shared
-                .status
-                .hub_partition(edge, hub_topic, partition, |p| {
-                    p.hub_end = appended.log_end;
-                    p.duplicates += appended.duplicates;
-                    p.records_behind = (p.edge_end - appended.log_end).max(0);
-                });
-            send_frame(
-                &mut writer,
-                Frame::Ack {
-                    log_end: appended.log_end,
-                    duplicates: appended.duplicates,
-                    gaps: appended.gaps.clone(),
-                },
-            )
-            .await?;
+    }
+
+    fn appended(&self, appended: &Appended) {
+        let metrics = &self.shared.metrics;
+        if appended.duplicates > 0 {
+            metrics
+                .duplicates
+                .get_or_create(&self.labels)
+                .inc_by(appended.duplicates);
         }
+        metrics
+            .received_records
+            .get_or_create(&self.labels)
+            .inc_by(appended.records);
+        metrics
+            .received_bytes
+            .get_or_create(&self.labels)
+            .inc_by(appended.bytes);
+    }
+
+    fn gap(&self, from: i64, to: i64) -> Result<(), String> {
+        let gap = Gap {
+            edge: self.edge.to_string(),
+            topic: self.hub_topic.to_string(),
+            partition: self.partition,
+            from,
+            to,
+            recorded_ms: now_ms(),
+        };
+        let journal = &self.shared.journal;
+        tokio::task::block_in_place(|| journal.record(&gap))
+            .map_err(|e| format!("cannot record a gap in {}: {e}", journal.path().display()))?;
+        note_gap(
+            &self.shared.status,
+            &self.shared.metrics,
+            self.edge,
+            &gap,
+            true,
+        );
         Ok(())
-    };
-    tokio::try_join!(receive, acknowledge).map(|_| ())
+    }
+
+    fn durable(&self, appended: &Appended) {
+        self.shared
+            .status
+            .hub_partition(self.edge, self.hub_topic, self.partition, |p| {
+                p.hub_end = appended.log_end;
+                p.duplicates += appended.duplicates;
+                p.records_behind = (p.edge_end - appended.log_end).max(0);
+            });
+    }
 }
 
 /// Liveness and latency from the edge's heartbeat records (their timestamps are the
@@ -492,52 +575,4 @@ fn note_heartbeat<L>(shared: &Shared<L>, edge: &str, batches: &Bytes) {
         .heartbeat_timestamp
         .get_or_create(&labels(&[("edge", edge)]))
         .set(newest / 1000);
-}
-
-/// Appends one frame of batches and journals any gap it jumped.
-fn append<L: MirrorLog>(
-    shared: &Shared<L>,
-    edge: &str,
-    hub_topic: &str,
-    partition: i32,
-    batches: &Bytes,
-) -> Result<Appended, Refusal> {
-    let appended = shared
-        .log
-        .append_mirrored(hub_topic, partition, batches)
-        .map_err(|e| Refusal::from_port("", e))?;
-    if appended.duplicates > 0 {
-        shared
-            .metrics
-            .duplicates
-            .get_or_create(&labels(&[("edge", edge), ("topic", hub_topic)]))
-            .inc_by(appended.duplicates);
-    }
-    for (from, to) in &appended.gaps {
-        let gap = Gap {
-            edge: edge.to_string(),
-            topic: hub_topic.to_string(),
-            partition,
-            from: *from,
-            to: *to,
-            recorded_ms: now_ms(),
-        };
-        tokio::task::block_in_place(|| shared.journal.record(&gap)).map_err(|e| Refusal {
-            retriable: true,
-            reason: format!(
-                "cannot record a gap in {}: {e}",
-                shared.journal.path().display()
-            ),
-        })?;
-        note_gap(&shared.status, &shared.metrics, edge, &gap, true);
-    }
-    Ok(appended)
-}
-
-async fn send_frame<W>(writer: &mut W, frame: Frame) -> Result<(), String>
-where
-    W: futures_util::Sink<Bytes, Error = std::io::Error> + Unpin,
-{
-    let bytes = frame.encode().map_err(|e| e.to_string())?;
-    writer.send(bytes).await.map_err(|e| e.to_string())
 }

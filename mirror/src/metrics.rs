@@ -20,6 +20,7 @@ pub struct MirrorMetrics {
     pub lag_records: Family<Labels, Gauge>,
     pub connected: Family<Labels, Gauge>,
     pub heartbeat_timestamp: Family<Labels, Gauge>,
+    pub checkpoints: Family<Labels, Counter>,
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -81,6 +82,11 @@ impl MirrorMetrics {
             "heartbeat_timestamp_seconds",
             "Edge clock time of the newest heartbeat the hub holds, by edge (age = time() - this)",
             self.heartbeat_timestamp.clone(),
+        );
+        r.register(
+            "checkpoints",
+            "Group offsets committed on the hub from edge checkpoints, by edge",
+            self.checkpoints.clone(),
         );
         r.register(
             "connected",

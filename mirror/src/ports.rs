@@ -7,6 +7,8 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::watch;
 
+pub use crate::wire::GroupOffset;
+
 /// A topic as the edge stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
@@ -41,6 +43,15 @@ pub enum PortError {
     /// Will not work however often it is retried (an invalid name, logs that disagree).
     #[error("{0}")]
     Refused(String),
+}
+
+/// What became of a group's checkpoint on the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointOutcome {
+    /// This many offsets changed and are durable.
+    Applied(u32),
+    /// Nothing written, and why (the group is active here).
+    Skipped(String),
 }
 
 pub trait MirrorLog: Send + Sync + 'static {
@@ -104,6 +115,24 @@ pub trait MirrorLog: Send + Sync + 'static {
     /// Reserves a topic prefix for the mirror (on a hub: `<edge><separator>`), durably:
     /// Kafka producers may not write there.
     fn claim_namespace(&self, prefix: &str) -> Result<(), PortError>;
+
+    /// Reserves one topic for the mirror, durably (on an edge: a topic the hub sends
+    /// down): Kafka producers may not write it.
+    fn claim_topic(&self, topic: &str) -> Result<(), PortError>;
+
+    /// Every consumer group's committed offsets here.
+    fn committed_offsets(&self) -> Vec<(String, Vec<GroupOffset>)>;
+
+    /// Commits `offsets` (topics named as here) for `group` and resolves once durable —
+    /// unless the group has members here, which must never be overwritten. Offsets beyond
+    /// a partition's end are lowered to it; only offsets ahead of what the group
+    /// committed here are written (MirrorMaker's rule: a consumer here that went further
+    /// stays there).
+    fn commit_checkpoint(
+        &self,
+        group: &str,
+        offsets: &[GroupOffset],
+    ) -> impl Future<Output = Result<CheckpointOutcome, PortError>> + Send;
 
     /// Changes whenever new records became durable somewhere.
     fn durable_events(&self) -> watch::Receiver<u64>;

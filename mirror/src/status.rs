@@ -34,6 +34,21 @@ pub struct EdgePartition {
     pub last_error: Option<String>,
 }
 
+/// One partition sent down from the hub to an edge (a command topic), seen from either end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DownlinkPartition {
+    /// The hub's topic (`commands.gw-017`) and the edge's (`commands`).
+    pub hub_topic: String,
+    pub edge_topic: String,
+    pub partition: i32,
+    /// The hub's durable end (as last seen) and the edge's durable end (as last acknowledged).
+    pub hub_end: i64,
+    pub edge_end: i64,
+    pub records_behind: i64,
+    pub gap_records: i64,
+    pub last_error: Option<String>,
+}
+
 /// The edge's link to its hub.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EdgeStatus {
@@ -54,6 +69,14 @@ pub struct EdgeStatus {
     #[serde(skip)]
     pub wire_rx_bytes_before: u64,
     pub partitions: BTreeMap<String, EdgePartition>,
+    /// Group offsets the hub committed from this edge's checkpoints, and when last.
+    #[serde(default)]
+    pub checkpoints: u64,
+    #[serde(default)]
+    pub last_checkpoint_ms: Option<i64>,
+    /// Command topics the hub sends down, by `<edge topic>/<partition>`.
+    #[serde(default)]
+    pub downlink: BTreeMap<String, DownlinkPartition>,
 }
 
 /// One partition of an edge's namespace on the hub.
@@ -84,6 +107,14 @@ pub struct HubEdge {
     pub last_heartbeat_ms: Option<i64>,
     pub heartbeat_latency_ms: Option<i64>,
     pub partitions: BTreeMap<String, HubPartition>,
+    /// Group offsets committed from this edge's checkpoints, and when last.
+    #[serde(default)]
+    pub checkpoints: u64,
+    #[serde(default)]
+    pub last_checkpoint_ms: Option<i64>,
+    /// Command topics sent down to this edge, by `<hub topic>/<partition>`.
+    #[serde(default)]
+    pub downlink: BTreeMap<String, DownlinkPartition>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -139,6 +170,36 @@ impl SharedStatus {
         })
     }
 
+    /// A command topic partition this edge receives, created on first use.
+    pub fn edge_downlink<R>(
+        &self,
+        edge_topic: &str,
+        partition: i32,
+        f: impl FnOnce(&mut DownlinkPartition) -> R,
+    ) -> R {
+        self.edge(|e| f(downlink_entry(&mut e.downlink, "", edge_topic, partition)))
+    }
+
+    /// A command topic partition this hub sends to `edge`, created on first use.
+    pub fn hub_downlink<R>(
+        &self,
+        edge: &str,
+        hub_topic: &str,
+        edge_topic: &str,
+        partition: i32,
+        f: impl FnOnce(&mut DownlinkPartition) -> R,
+    ) -> R {
+        self.hub(|h| {
+            let e = h.edges.entry(edge.to_string()).or_default();
+            f(downlink_entry(
+                &mut e.downlink,
+                hub_topic,
+                edge_topic,
+                partition,
+            ))
+        })
+    }
+
     pub fn hub<R>(&self, f: impl FnOnce(&mut HubStatus) -> R) -> R {
         f(self.lock().hub.get_or_insert_with(Default::default))
     }
@@ -164,4 +225,27 @@ impl SharedStatus {
             f(p)
         })
     }
+}
+
+/// Keyed by the topic of the side that holds the map (the hub's topic on a hub).
+fn downlink_entry<'a>(
+    map: &'a mut BTreeMap<String, DownlinkPartition>,
+    hub_topic: &str,
+    edge_topic: &str,
+    partition: i32,
+) -> &'a mut DownlinkPartition {
+    let key_topic = if hub_topic.is_empty() {
+        edge_topic
+    } else {
+        hub_topic
+    };
+    map.entry(format!("{key_topic}/{partition}"))
+        .or_insert_with(|| DownlinkPartition {
+            hub_topic: hub_topic.to_string(),
+            edge_topic: edge_topic.to_string(),
+            partition,
+            hub_end: -1,
+            edge_end: -1,
+            ..Default::default()
+        })
 }

@@ -58,6 +58,28 @@ pub enum Frame {
     /// Either side: the stream ends because of this error. `retriable`: worth trying again
     /// soon (a busy or failing disk); otherwise only a person can fix it.
     Error { retriable: bool, reason: String },
+    /// Edge → hub, on a checkpoint stream: a consumer group's committed offsets on the
+    /// edge, for the hub to commit on `<edge><separator><topic>` (offsets are the same).
+    Checkpoint {
+        group: String,
+        offsets: Vec<GroupOffset>,
+    },
+    /// Hub → edge: what became of a `Checkpoint`: `applied` entries committed durably, or
+    /// none and the reason (e.g. the group is active on the hub).
+    Checkpointed {
+        group: String,
+        applied: u32,
+        skipped: String,
+    },
+}
+
+/// One committed offset of a group: topic (the edge's name), partition, offset, metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub metadata: String,
 }
 
 const HELLO: u8 = 1;
@@ -67,6 +89,8 @@ const POSITION: u8 = 11;
 const BATCHES: u8 = 12;
 const ACK: u8 = 13;
 const ERROR: u8 = 14;
+const CHECKPOINT: u8 = 20;
+const CHECKPOINTED: u8 = 21;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
@@ -162,6 +186,29 @@ impl Frame {
                     .map_or(reason.len(), |(i, _)| i);
                 put_str(&mut out, &reason[..cut], "reason")?;
             }
+            Frame::Checkpoint { group, offsets } => {
+                out.put_u8(CHECKPOINT);
+                put_str(&mut out, group, "group")?;
+                let count =
+                    u16::try_from(offsets.len()).map_err(|_| WireError::TooLong("offsets"))?;
+                out.put_u16(count);
+                for o in offsets {
+                    put_str(&mut out, &o.topic, "topic")?;
+                    out.put_i32(o.partition);
+                    out.put_i64(o.offset);
+                    put_str(&mut out, &o.metadata, "metadata")?;
+                }
+            }
+            Frame::Checkpointed {
+                group,
+                applied,
+                skipped,
+            } => {
+                out.put_u8(CHECKPOINTED);
+                put_str(&mut out, group, "group")?;
+                out.put_u32(*applied);
+                put_str(&mut out, skipped, "reason")?;
+            }
         }
         Ok(out.freeze())
     }
@@ -227,6 +274,29 @@ impl Frame {
                 retriable: get_u8(&mut buf, "retriable")? != 0,
                 reason: get_str(&mut buf, "reason")?,
             },
+            CHECKPOINT => {
+                let group = get_str(&mut buf, "group")?;
+                let count = get_u16(&mut buf, "offset count")?;
+                // Each entry takes at least 16 bytes: the count cannot outgrow the frame.
+                if usize::from(count) * 16 > buf.remaining() {
+                    return Err(WireError::Short("offsets"));
+                }
+                let mut offsets = Vec::with_capacity(count.into());
+                for _ in 0..count {
+                    offsets.push(GroupOffset {
+                        topic: get_str(&mut buf, "topic")?,
+                        partition: get_i32(&mut buf, "partition")?,
+                        offset: get_i64(&mut buf, "offset")?,
+                        metadata: get_str(&mut buf, "metadata")?,
+                    });
+                }
+                Frame::Checkpoint { group, offsets }
+            }
+            CHECKPOINTED => Frame::Checkpointed {
+                group: get_str(&mut buf, "group")?,
+                applied: get_u32(&mut buf, "applied")?,
+                skipped: get_str(&mut buf, "reason")?,
+            },
             other => return Err(WireError::UnknownType(other)),
         };
         if buf.has_remaining() {
@@ -252,6 +322,11 @@ fn get_u8(buf: &mut Bytes, what: &'static str) -> Result<u8, WireError> {
 fn get_u16(buf: &mut Bytes, what: &'static str) -> Result<u16, WireError> {
     need(buf, 2, what)?;
     Ok(buf.get_u16())
+}
+
+fn get_u32(buf: &mut Bytes, what: &'static str) -> Result<u32, WireError> {
+    need(buf, 4, what)?;
+    Ok(buf.get_u32())
 }
 
 fn get_i32(buf: &mut Bytes, what: &'static str) -> Result<i32, WireError> {
@@ -310,6 +385,20 @@ mod tests {
             Frame::Error {
                 retriable: true,
                 reason: "no".into(),
+            },
+            Frame::Checkpoint {
+                group: "analytics".into(),
+                offsets: vec![GroupOffset {
+                    topic: "sensors".into(),
+                    partition: 1,
+                    offset: 4711,
+                    metadata: "m".into(),
+                }],
+            },
+            Frame::Checkpointed {
+                group: "analytics".into(),
+                applied: 1,
+                skipped: String::new(),
             },
         ]
     }

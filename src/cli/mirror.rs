@@ -8,7 +8,7 @@ use bytes::Bytes;
 use clap::Subcommand;
 use http_body_util::{BodyExt, Empty};
 use tern_mirror::certs::{self, Role};
-use tern_mirror::status::{EdgeStatus, HubStatus, MirrorStatus};
+use tern_mirror::status::{DownlinkPartition, EdgeStatus, HubStatus, MirrorStatus};
 
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
@@ -171,6 +171,36 @@ fn print_edge(edge: &EdgeStatus) {
             p.last_error.as_deref().unwrap_or("-")
         );
     }
+    print_downlink("  ", edge.downlink.values());
+}
+
+/// Command topics sent down from the hub (same columns on both sides).
+fn print_downlink<'a>(indent: &str, partitions: impl Iterator<Item = &'a DownlinkPartition>) {
+    let mut partitions = partitions.peekable();
+    if partitions.peek().is_none() {
+        return;
+    }
+    println!(
+        "{indent}{:<40} {:>5} {:>12} {:>12} {:>10} {:>10}  LAST ERROR",
+        "DOWNLINK (hub -> edge)", "PART", "HUB END", "EDGE END", "BEHIND", "GAP RECS"
+    );
+    for p in partitions {
+        let name = if p.hub_topic.is_empty() {
+            p.edge_topic.clone()
+        } else {
+            format!("{} -> {}", p.hub_topic, p.edge_topic)
+        };
+        println!(
+            "{indent}{:<40} {:>5} {:>12} {:>12} {:>10} {:>10}  {}",
+            name,
+            p.partition,
+            p.hub_end,
+            p.edge_end,
+            p.records_behind,
+            p.gap_records,
+            p.last_error.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 fn print_hub(hub: &HubStatus) {
@@ -223,5 +253,6 @@ fn print_hub(hub: &HubStatus) {
                 }
             );
         }
+        print_downlink("    ", edge.downlink.values());
     }
 }
