@@ -37,6 +37,8 @@ pub struct Broker {
     pub response_budget: Arc<tokio::sync::Semaphore>,
     /// What `/v1/mirror` and `tern mirror status` show.
     pub mirror_status: tern_mirror::status::SharedStatus,
+    /// On an edge, its `[mirror]` selection: retention deletes mirrored segments first.
+    pub mirror_edge: std::sync::OnceLock<tern_mirror::config::Edge>,
     /// On a hub: topic prefixes of mirrored edges, closed to Kafka producers.
     pub mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces,
     advertised_host: String,
@@ -127,6 +129,7 @@ impl Broker {
             Arc::new(Broker {
                 response_budget,
                 mirror_status: Default::default(),
+                mirror_edge: std::sync::OnceLock::new(),
                 mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces::load(
                     &config.broker.data_dir,
                 ),

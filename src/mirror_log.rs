@@ -345,6 +345,7 @@ pub fn start(
     }
     if let Some(edge) = &broker.config.mirror {
         let edge = tern_mirror::config::Edge::compile(edge.clone()).map_err(|e| e.to_string())?;
+        let _ = broker.mirror_edge.set(edge.clone());
         let link = tern_mirror::edge::EdgeLink::new(edge, port, status, metrics)
             .map_err(|e| format!("[mirror]: {e}"))?;
         out.tasks.push(tokio::spawn(link.run(shutdown)));

@@ -73,12 +73,14 @@ pub fn enforce(broker: &Broker) {
         .collect();
     for partition in &partitions {
         let mut log = partition.lock();
+        let start_before = log.log_start_offset();
         match log.apply_retention(now) {
             Ok(report) => {
                 broker
                     .metrics
                     .retention_deleted_bytes
                     .inc_by(report.deleted_bytes);
+                note_deleted(broker, partition, start_before, log.log_start_offset());
             }
             Err(e) => {
                 error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
@@ -105,15 +107,25 @@ pub fn enforce(broker: &Broker) {
 fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
     let mut total: u64 = partitions.iter().map(|p| p.lock().size_bytes()).sum();
     while total > budget {
-        // The oldest sealed segment anywhere: smallest newest-record timestamp.
-        let victim = partitions
+        // The oldest sealed segment anywhere (smallest newest-record timestamp) — among
+        // those the hub already holds first, so an edge under pressure deletes what is
+        // safe at the datacenter before what is not.
+        let candidates: Vec<(bool, i64, &Arc<Partition>)> = partitions
             .iter()
             .filter_map(|p| {
-                p.lock()
-                    .oldest_sealed()
-                    .map(|(_, ts, size)| (ts.unwrap_or(i64::MIN), size, p))
+                let log = p.lock();
+                let (_, ts, _) = log.oldest_sealed()?;
+                let end = log.oldest_sealed_end()?;
+                let mirrored = mirrored_end(broker, p).is_none_or(|hub| hub >= end);
+                Some((mirrored, ts.unwrap_or(i64::MIN), p))
             })
-            .min_by_key(|(ts, _, _)| *ts);
+            .collect();
+        let victim = candidates
+            .iter()
+            .filter(|(mirrored, _, _)| *mirrored)
+            .min_by_key(|(_, ts, _)| *ts)
+            .or_else(|| candidates.iter().min_by_key(|(_, ts, _)| *ts))
+            .map(|&(mirrored, ts, p)| (ts, mirrored, p));
         let Some((_, _, partition)) = victim else {
             // Only active segments remain: seal the largest so the next round can evict it.
             let largest = partitions.iter().max_by_key(|p| p.lock().size_bytes());
@@ -146,8 +158,10 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
             break;
         };
         let mut log = partition.lock();
+        let start_before = log.log_start_offset();
         match log.delete_oldest_segment() {
             Ok(Some(report)) => {
+                note_deleted(broker, partition, start_before, log.log_start_offset());
                 total = total.saturating_sub(report.deleted_bytes);
                 broker
                     .metrics
@@ -164,4 +178,43 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
             }
         }
     }
+}
+
+/// On an edge, the hub's acknowledged end of `partition`: `None` when it is not mirrored
+/// (deleting it loses nothing the hub wants); -1 while the hub's end is not known yet.
+fn mirrored_end(broker: &Broker, partition: &Partition) -> Option<i64> {
+    let edge = broker.mirror_edge.get()?;
+    if !edge.selects(&partition.topic) {
+        return None;
+    }
+    let key = format!("{}/{}", partition.topic, partition.index);
+    Some(
+        broker
+            .mirror_status
+            .edge(|s| s.partitions.get(&key).map_or(-1, |p| p.hub_end)),
+    )
+}
+
+/// Counts, logs and shows records deleted from `[from, to)` that the hub did not have:
+/// they will be a gap on the hub.
+fn note_deleted(broker: &Broker, partition: &Partition, from: i64, to: i64) {
+    let Some(hub_end) = mirrored_end(broker, partition) else {
+        return;
+    };
+    let lost = to - from.max(hub_end);
+    if lost <= 0 {
+        return;
+    }
+    let topic = &partition.topic;
+    warn!(%topic, partition = partition.index, from = from.max(hub_end), to, lost,
+        "deleted records the mirror hub does not have yet (they become a gap on the hub)");
+    broker
+        .metrics
+        .mirror
+        .deleted_unmirrored
+        .get_or_create(&tern_mirror::metrics::labels(&[("topic", topic)]))
+        .inc_by(lost as u64);
+    broker
+        .mirror_status
+        .edge_partition(topic, partition.index, |p| p.deleted_unmirrored += lost);
 }

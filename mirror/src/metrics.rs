@@ -21,6 +21,7 @@ pub struct MirrorMetrics {
     pub connected: Family<Labels, Gauge>,
     pub heartbeat_timestamp: Family<Labels, Gauge>,
     pub checkpoints: Family<Labels, Counter>,
+    pub deleted_unmirrored: Family<Labels, Counter>,
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -87,6 +88,11 @@ impl MirrorMetrics {
             "checkpoints",
             "Group offsets committed on the hub from edge checkpoints, by edge",
             self.checkpoints.clone(),
+        );
+        r.register(
+            "deleted_unmirrored_records",
+            "Records the edge's retention or disk budget deleted before the hub had them, by topic",
+            self.deleted_unmirrored.clone(),
         );
         r.register(
             "connected",

@@ -31,6 +31,10 @@ pub struct EdgePartition {
     pub seconds_behind: Option<f64>,
     /// Records the hub recorded as lost (the edge deleted them before they were mirrored).
     pub gap_records: i64,
+    /// Records retention or the disk budget deleted here before the hub acknowledged
+    /// them (they become a gap on the hub).
+    #[serde(default)]
+    pub deleted_unmirrored: i64,
     pub last_error: Option<String>,
 }
 

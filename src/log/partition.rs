@@ -550,6 +550,14 @@ impl Log {
             .map(|s| (s.base_offset, s.max_timestamp(), s.size()))
     }
 
+    /// Where the oldest sealed segment ends (the next segment's base offset).
+    pub fn oldest_sealed_end(&self) -> Option<i64> {
+        if self.segments.len() < 2 {
+            return None;
+        }
+        self.segments.keys().nth(1).copied()
+    }
+
     /// Applies `retention.ms` and `retention.bytes` (sealed segments only, oldest first).
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
         let mut total = RetentionReport::default();

@@ -8,6 +8,8 @@ import re
 import subprocess
 import time
 
+from confluent_kafka import Producer
+
 from harness import TERN_BIN, Tern
 from mirror_site import (Certs, add_partitions, assert_identical, caught_up, create_topic, edge_config,
                          mirror_pair, mirror_status, produce, read_all, start_edge, start_hub, status_text,
@@ -165,6 +167,64 @@ retention_check_interval_ms = 200
         hub.restart()
         again = mirror_status(hub)["hub"]["edges"]["gw-1"]["partitions"]["gw-1.events/0"]
         assert again["gaps"] == [[gap_from, gap_to]], again
+
+
+def produce_sized(bootstrap: str, topic: str, count: int, timestamp_ms: int):
+    """`count` incompressible 1000-byte records, one batch each, all with `timestamp_ms`."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "compression.type": "none",
+                  "linger.ms": 0, "batch.num.messages": 1})
+    for i in range(count):
+        p.produce(topic, value=os.urandom(1000), timestamp=timestamp_ms)
+        p.poll(0)
+    assert p.flush(30) == 0
+
+
+def test_a_tiny_disk_budget_deletes_what_the_hub_has_before_what_it_has_not(tmp_path):
+    budget = 400_000
+    config = f"""
+[storage]
+max_bytes = {budget}
+retention_check_interval_ms = 200
+[topic_defaults]
+"segment.bytes" = 16384
+"compression.type" = "producer"
+"""
+    with mirror_pair(tmp_path, extra=config) as (certs, hub, edge):
+        now = int(time.time() * 1000)
+        # New records the hub has...
+        produce_sized(edge.bootstrap, "sensors", 150, now)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["sensors"]), 60, "sensors on the hub")
+        hub.stop()
+        # ...and older ones it has not (an hour old, from a device's clock).
+        produce_sized(edge.bootstrap, "doors", 300, now - 3_600_000)
+        wait_until(lambda: watermarks(edge.bootstrap, "sensors")[0][0] > 0, 30,
+                   "the budget to delete mirrored sensors segments")
+        time.sleep(1)  # a few more retention passes
+        assert watermarks(edge.bootstrap, "doors")[0][0] == 0, \
+            "unmirrored (though older) doors segments were deleted while mirrored ones remained"
+        doors = mirror_status(edge)["edge"]["partitions"]["doors/0"]
+        assert doors["deleted_unmirrored"] == 0, doors
+        files = sorted(p.name for p in (edge.data_dir / "topics" / "doors" / "0").glob("*.log"))
+        assert files and files[0].startswith("00000000000000000000"), files
+
+        # Past what deleting mirrored data can free, unmirrored data goes — counted, logged,
+        # shown, and recorded as a gap by the hub once it is back.
+        produce_sized(edge.bootstrap, "doors", 400, now - 3_000_000)
+        low = wait_until(lambda: watermarks(edge.bootstrap, "doors")[0][0], 30, "doors deletions")
+        time.sleep(1)
+        deleted = mirror_status(edge)["edge"]["partitions"]["doors/0"]["deleted_unmirrored"]
+        low = watermarks(edge.bootstrap, "doors")[0][0]
+        assert deleted == low > 0, (deleted, low)
+        metric = [l for l in edge.metrics().splitlines()
+                  if l.startswith('tern_mirror_deleted_unmirrored_records_total{topic="doors"}')]
+        assert metric and float(metric[0].split()[-1]) == deleted, metric
+        assert "deleted records the mirror hub does not have yet" in edge.log_text()
+        hub.start()
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["doors"]), 60, "doors on the hub")
+        gap = mirror_status(hub)["hub"]["edges"]["gw-1"]["partitions"]["gw-1.doors/0"]
+        assert gap["gap_records"] == deleted, (gap, deleted)
+        print(f"\nbudget {budget} B: mirrored segments went first; then {deleted} unmirrored records "
+              f"deleted, counted on the edge and recorded as a gap on the hub")
 
 
 def test_heartbeats_show_liveness_and_latency_on_the_hub(tmp_path):
