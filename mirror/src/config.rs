@@ -75,6 +75,12 @@ pub struct EdgeConfig {
     /// How often changed group offsets are sent (MirrorMaker's
     /// `emit.checkpoints.interval.seconds`). 0: never.
     pub checkpoint_interval_ms: u64,
+    /// Cap for a metered link, in bytes of mirrored batches per second, in each direction
+    /// (the hub keeps to it when sending down). 0: no cap.
+    pub max_bytes_per_sec: u64,
+    /// Topics always sent first (regexes), like partitions that have caught up; the
+    /// heartbeats topic always is.
+    pub priority_topics: Vec<String>,
 }
 
 impl Default for EdgeConfig {
@@ -105,6 +111,8 @@ impl Default for EdgeConfig {
                 .map(|s| s.to_string())
                 .collect(),
             checkpoint_interval_ms: 5_000,
+            max_bytes_per_sec: 0,
+            priority_topics: Vec::new(),
         }
     }
 }
@@ -233,6 +241,7 @@ pub struct Edge {
     exclude: Vec<Regex>,
     groups: Vec<Regex>,
     groups_exclude: Vec<Regex>,
+    priority: Vec<Regex>,
 }
 
 impl Edge {
@@ -284,7 +293,9 @@ impl Edge {
         let exclude = compile_all("mirror.topics_exclude", &config.topics_exclude)?;
         let groups = compile_all("mirror.groups", &config.groups)?;
         let groups_exclude = compile_all("mirror.groups_exclude", &config.groups_exclude)?;
+        let priority = compile_all("mirror.priority_topics", &config.priority_topics)?;
         Ok(Edge {
+            priority,
             groups,
             groups_exclude,
             hub_host: host.to_string(),
@@ -309,6 +320,11 @@ impl Edge {
 }
 
 impl Edge {
+    /// True when `topic` is always sent first.
+    pub fn is_priority(&self, topic: &str) -> bool {
+        topic == HEARTBEATS_TOPIC || self.priority.iter().any(|r| r.is_match(topic))
+    }
+
     /// True when `group`'s offsets are checkpointed to the hub.
     pub fn selects_group(&self, group: &str) -> bool {
         self.groups.iter().any(|r| r.is_match(group))

@@ -16,6 +16,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::bandwidth::Bandwidth;
 use crate::config::{Edge, HEARTBEATS_TOPIC};
 use crate::link::{next_frame, send_frame, SenderPool};
 use crate::metrics::{labels, MirrorMetrics};
@@ -199,6 +200,7 @@ impl<L: MirrorLog> EdgeLink<L> {
         let mut writer = FramedWrite::new(send, codec());
         let hello = Frame::Hello {
             edge: edge.config.name.clone(),
+            max_bytes_per_sec: edge.config.max_bytes_per_sec,
         }
         .encode()
         .map_err(|e| e.to_string())?;
@@ -236,6 +238,7 @@ impl<L: MirrorLog> EdgeLink<L> {
     /// connection until it closes.
     async fn serve(&self, connection: quinn::Connection, shutdown: &CancellationToken) -> String {
         let mut pool = SenderPool::default();
+        let bandwidth = Arc::new(Bandwidth::new(self.edge.config.max_bytes_per_sec));
         let mut tick = tokio::time::interval(Duration::from_millis(
             self.edge.config.discovery_interval_ms.max(100),
         ));
@@ -262,6 +265,8 @@ impl<L: MirrorLog> EdgeLink<L> {
                             announce: topic.name.clone(),
                             window_bytes: self.edge.config.window_bytes,
                             max_frame_bytes: self.edge.config.max_frame_bytes,
+                            bandwidth: Arc::clone(&bandwidth),
+                            priority: self.edge.is_priority(&topic.name),
                             report: Arc::new(ToHub {
                                 status: self.status.clone(),
                                 metrics: self.metrics.clone(),

@@ -19,6 +19,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::bandwidth::Bandwidth;
 use crate::checkpoints;
 use crate::config::{validate_edge_name, Hub, HEARTBEATS_TOPIC};
 use crate::gaps::{Gap, GapJournal};
@@ -170,7 +171,7 @@ async fn serve_edge<L: MirrorLog>(
     };
     let prefix_of = |edge: &str| format!("{edge}{}", shared.hub.config.separator);
     let identified = match identify(&connection).await {
-        Ok(edge) => shared
+        Ok((edge, cap)) => shared
             .hub
             .check_edge_name(&edge)
             .and_then(|_| {
@@ -179,11 +180,11 @@ async fn serve_edge<L: MirrorLog>(
                     .claim_namespace(&prefix_of(&edge))
                     .map_err(|e| e.to_string())
             })
-            .map(|_| edge),
+            .map(|_| (edge, cap)),
         Err(reason) => Err(reason),
     };
-    let edge = match identified {
-        Ok(edge) => edge,
+    let (edge, cap) = match identified {
+        Ok(identified) => identified,
         Err(reason) => {
             warn!(%remote, %reason, "edge refused");
             connection.close(close::REFUSED.into(), reason.as_bytes());
@@ -223,6 +224,7 @@ async fn serve_edge<L: MirrorLog>(
     let downlink = tokio::spawn(send_down(
         Arc::clone(&shared),
         edge.clone(),
+        Arc::new(Bandwidth::new(cap)),
         connection.clone(),
         shutdown.clone(),
     ));
@@ -281,10 +283,12 @@ async fn serve_edge<L: MirrorLog>(
 }
 
 /// Sends the hub topics that `[[hub.downlink]]` maps to this edge down its connection,
-/// one sender per partition, until the connection ends.
+/// one sender per partition, within the bandwidth cap the edge announced, until the
+/// connection ends.
 async fn send_down<L: MirrorLog>(
     shared: Arc<Shared<L>>,
     edge: String,
+    bandwidth: Arc<Bandwidth>,
     connection: quinn::Connection,
     shutdown: CancellationToken,
 ) {
@@ -308,6 +312,9 @@ async fn send_down<L: MirrorLog>(
                         announce: edge_topic.clone(),
                         window_bytes: DOWNLINK_WINDOW,
                         max_frame_bytes: DOWNLINK_FRAME,
+                        bandwidth: Arc::clone(&bandwidth),
+                        // Commands are live by nature.
+                        priority: true,
                         report: Arc::new(ToEdge {
                             status: shared.status.clone(),
                             metrics: shared.metrics.clone(),
@@ -386,7 +393,8 @@ impl SendReport for ToEdge {
 }
 
 /// Reads the edge's `Hello` and checks its certificate is valid for the name it gives.
-async fn identify(connection: &quinn::Connection) -> Result<String, String> {
+/// Returns the edge's name and the bandwidth cap it announced.
+async fn identify(connection: &quinn::Connection) -> Result<(String, u64), String> {
     let (send, recv) = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi())
         .await
         .map_err(|_| "no Hello within 10 s".to_string())?
@@ -395,8 +403,11 @@ async fn identify(connection: &quinn::Connection) -> Result<String, String> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next())
         .await
         .map_err(|_| "no Hello within 10 s".to_string())?;
-    let edge = match first.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
-        Some(Ok(Ok(Frame::Hello { edge }))) => edge,
+    let (edge, max_bytes_per_sec) = match first.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
+        Some(Ok(Ok(Frame::Hello {
+            edge,
+            max_bytes_per_sec,
+        }))) => (edge, max_bytes_per_sec),
         other => return Err(format!("expected Hello, got {other:?}")),
     };
     validate_edge_name(&edge)?;
@@ -413,7 +424,7 @@ async fn identify(connection: &quinn::Connection) -> Result<String, String> {
         let _keep = writer;
         while let Some(Ok(_)) = reader.next().await {}
     });
-    Ok(edge)
+    Ok((edge, max_bytes_per_sec))
 }
 
 /// One stream from the edge: a partition of its topic `t`, which goes to

@@ -9,9 +9,11 @@
 //!   directions; [`link`]: what both ends share (frame I/O, the pool of senders).
 //! - [`wire`]: the frames; [`tls`]: certificates and QUIC settings; [`certs`]: `tern certs`.
 //! - [`ports`]: what the mirror needs from tern's log, implemented by the root crate.
+//! - [`bandwidth`]: the cap of a metered link, live data before backlog.
 //! - [`checkpoints`]: consumer group offsets carried from edge to hub.
 //! - [`status`], [`metrics`], [`gaps`]: what users see of it.
 
+pub mod bandwidth;
 pub mod batches;
 pub mod certs;
 pub mod checkpoints;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::bandwidth::Bandwidth;
 use crate::batches;
 use crate::link::{closed_text, next_frame, send_frame};
 use crate::ports::{MirrorLog, PortError, TopicInfo};
@@ -62,6 +63,10 @@ pub struct Sender<L> {
     pub announce: String,
     pub window_bytes: usize,
     pub max_frame_bytes: usize,
+    /// The connection's cap, shared by all its senders.
+    pub bandwidth: Arc<Bandwidth>,
+    /// Always live (a priority topic): never queued behind a backlog.
+    pub priority: bool,
     pub report: Arc<dyn SendReport>,
 }
 
@@ -148,8 +153,9 @@ impl<L: MirrorLog> Sender<L> {
             if next < start {
                 next = start;
             }
+            let frame_bytes = self.bandwidth.frame_bytes(self.max_frame_bytes);
             while in_flight_bytes < self.window_bytes && next < end {
-                let bytes = match self.log.read(topic, partition, next, self.max_frame_bytes) {
+                let bytes = match self.log.read(topic, partition, next, frame_bytes) {
                     Ok(b) => b,
                     Err(PortError::OutOfRange { start, .. }) => {
                         next = start.max(next);
@@ -165,11 +171,21 @@ impl<L: MirrorLog> Sender<L> {
                 let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
                     break;
                 };
+                // Live: this frame reaches the end of the log (a quiet partition, or one
+                // that has caught up). Live frames go first, on the wire (QUIC stream
+                // priority) and under the cap; within a partition, order never changes.
+                let live = self.priority || last.next_offset >= end;
+                let _ = writer.get_ref().set_priority(i32::from(live));
                 let frame = Frame::Batches {
                     edge_end: end,
                     batches: bytes.clone(),
                 };
-                if let Err(e) = send_frame(&mut writer, frame).await {
+                let sent = if self.bandwidth.rate() == 0 {
+                    send_frame(&mut writer, frame).await
+                } else {
+                    send_paced(writer.get_mut(), frame, &self.bandwidth, live).await
+                };
+                if let Err(e) = sent {
                     return stream_end(e, &connection);
                 }
                 in_flight.push_back(InFlight {
@@ -228,3 +244,29 @@ impl<L: MirrorLog> Sender<L> {
         }
     }
 }
+
+/// Writes one frame under the cap in pieces of [`PACED_CHUNK`] bytes, each waiting for
+/// its tokens: a stored batch can be large (a megabyte) and must travel whole, but a live
+/// frame on another stream then waits behind one piece, not the whole batch. The peer
+/// reads an ordinary frame.
+async fn send_paced(
+    stream: &mut quinn::SendStream,
+    frame: Frame,
+    bandwidth: &Bandwidth,
+    live: bool,
+) -> Result<(), String> {
+    let body = frame.encode().map_err(|e| e.to_string())?;
+    let length = u32::try_from(body.len()).map_err(|_| "frame too large".to_string())?;
+    stream
+        .write_all(&length.to_be_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    for piece in body.chunks(PACED_CHUNK) {
+        bandwidth.acquire(piece.len(), live).await;
+        stream.write_all(piece).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Bytes written per token wait under a cap (64 ms at 2 Mbit/s).
+const PACED_CHUNK: usize = 16 * 1024;

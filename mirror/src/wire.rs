@@ -30,8 +30,13 @@ pub mod close {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// Edge → hub, first frame of the control stream: the edge's name, which its
-    /// certificate must be valid for.
-    Hello { edge: String },
+    /// certificate must be valid for, and the cap of its link (bytes per second, 0: none),
+    /// which the hub keeps to when sending down. The cap is optional on the wire (absent:
+    /// 0), so a hub reads Hellos of edges that predate it.
+    Hello {
+        edge: String,
+        max_bytes_per_sec: u64,
+    },
     /// Hub → edge: accepted; hub topics for this edge are `<prefix><topic>`.
     Welcome { prefix: String },
     /// Edge → hub, first frame of a partition stream.
@@ -125,9 +130,13 @@ impl Frame {
     pub fn encode(&self) -> Result<Bytes, WireError> {
         let mut out = BytesMut::with_capacity(64);
         match self {
-            Frame::Hello { edge } => {
+            Frame::Hello {
+                edge,
+                max_bytes_per_sec,
+            } => {
                 out.put_u8(HELLO);
                 put_str(&mut out, edge, "edge name")?;
+                out.put_u64(*max_bytes_per_sec);
             }
             Frame::Welcome { prefix } => {
                 out.put_u8(WELCOME);
@@ -218,6 +227,11 @@ impl Frame {
         let frame = match kind {
             HELLO => Frame::Hello {
                 edge: get_str(&mut buf, "edge name")?,
+                max_bytes_per_sec: if buf.has_remaining() {
+                    get_u64(&mut buf, "bandwidth cap")?
+                } else {
+                    0
+                },
             },
             WELCOME => Frame::Welcome {
                 prefix: get_str(&mut buf, "prefix")?,
@@ -359,6 +373,7 @@ mod tests {
         vec![
             Frame::Hello {
                 edge: "gw-017".into(),
+                max_bytes_per_sec: 250_000,
             },
             Frame::Welcome {
                 prefix: "gw-017.".into(),
