@@ -151,9 +151,12 @@ async fn hello_connection(
     let exchange = async {
         let (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
         let mut writer = FramedWrite::new(send, codec());
-        let hello = Frame::Hello { edge: edge.into() }
-            .encode()
-            .map_err(|e| e.to_string())?;
+        let hello = Frame::Hello {
+            edge: edge.into(),
+            max_bytes_per_sec: 0,
+        }
+        .encode()
+        .map_err(|e| e.to_string())?;
         writer.send(hello).await.map_err(|e| e.to_string())?;
         let mut reader = FramedRead::new(recv, codec());
         match reader.next().await {
