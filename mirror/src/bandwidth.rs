@@ -66,6 +66,17 @@ impl Bandwidth {
         max_frame_bytes.min(budget.max(MIN_FRAME))
     }
 
+    /// Unacknowledged bytes to allow: `window_bytes`, less under a cap (two seconds of
+    /// it, at least two frames), so that a sender returns to its acknowledgements and its
+    /// status often even on a slow link.
+    pub fn window(&self, window_bytes: usize, frame_bytes: usize) -> usize {
+        if self.rate == 0 {
+            return window_bytes;
+        }
+        let two_seconds = usize::try_from(self.rate.saturating_mul(2)).unwrap_or(usize::MAX);
+        window_bytes.min(two_seconds.max(2 * frame_bytes))
+    }
+
     /// Waits until `bytes` may be sent; `live` frames go before backlog frames.
     pub async fn acquire(&self, bytes: usize, live: bool) {
         if self.rate == 0 {
@@ -111,6 +122,7 @@ mod tests {
     async fn the_cap_holds_and_live_frames_overtake_the_backlog() {
         let cap = std::sync::Arc::new(Bandwidth::new(100_000));
         assert_eq!(cap.frame_bytes(1 << 20), 25_000);
+        assert_eq!(cap.window(4 << 20, 25_000), 200_000);
         let start = tokio::time::Instant::now();
         // A backlog sender: 40 frames of 25 kB = 1 MB at 100 kB/s ≈ 10 s.
         let backlog = {
@@ -143,6 +155,7 @@ mod tests {
     async fn unlimited_never_waits() {
         let cap = Bandwidth::unlimited();
         assert_eq!(cap.frame_bytes(1 << 20), 1 << 20);
+        assert_eq!(cap.window(4 << 20, 1 << 20), 4 << 20);
         cap.acquire(1 << 30, false).await;
     }
 }

@@ -159,14 +159,16 @@ impl<L: MirrorLog> EdgeLink<L> {
                 let from = self
                     .status
                     .edge_partition(&topic.name, partition, |p| p.hub_end.max(start));
-                if let Ok(bytes) = self.log.bytes_from(&topic.name, partition, from) {
-                    self.status
-                        .edge_partition(&topic.name, partition, |p| p.bytes_behind = bytes);
-                }
                 let l = labels(&[
                     ("topic", &topic.name),
                     ("partition", &partition.to_string()),
                 ]);
+                if let Ok(bytes) = self.log.bytes_from(&topic.name, partition, from) {
+                    self.status
+                        .edge_partition(&topic.name, partition, |p| p.bytes_behind = bytes);
+                    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+                    self.metrics.lag_bytes.get_or_create(&l).set(bytes);
+                }
                 self.metrics.lag_records.get_or_create(&l).set(behind);
             }
         }
@@ -371,6 +373,10 @@ impl SendReport for ToHub {
             ("partition", &self.partition.to_string()),
         ]);
         self.metrics.lag_records.get_or_create(&l).set(behind);
+        self.metrics
+            .lag_seconds
+            .get_or_create(&l)
+            .set(progress.seconds_behind.unwrap_or(0.0));
         self.status
             .edge_partition(&self.topic, self.partition, |p| {
                 p.edge_start = progress.source_start;
@@ -382,6 +388,14 @@ impl SendReport for ToHub {
     }
 
     fn bytes_behind(&self, bytes: u64) {
+        let l = labels(&[
+            ("topic", &self.topic),
+            ("partition", &self.partition.to_string()),
+        ]);
+        self.metrics
+            .lag_bytes
+            .get_or_create(&l)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         self.status
             .edge_partition(&self.topic, self.partition, |p| p.bytes_behind = bytes);
     }

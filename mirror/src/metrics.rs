@@ -18,6 +18,8 @@ pub struct MirrorMetrics {
     pub gap_records: Family<Labels, Counter>,
     pub reconnects: Family<Labels, Counter>,
     pub lag_records: Family<Labels, Gauge>,
+    pub lag_bytes: Family<Labels, Gauge>,
+    pub lag_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub connected: Family<Labels, Gauge>,
     pub heartbeat_timestamp: Family<Labels, Gauge>,
     pub checkpoints: Family<Labels, Counter>,
@@ -78,6 +80,16 @@ impl MirrorMetrics {
             "lag_records",
             "Records stored on the edge and not yet acknowledged by the hub, by topic and partition",
             self.lag_records.clone(),
+        );
+        r.register(
+            "lag_bytes",
+            "Stored bytes on the edge not yet acknowledged by the hub, by topic and partition",
+            self.lag_bytes.clone(),
+        );
+        r.register(
+            "lag_seconds",
+            "Age of the oldest record sent and not yet acknowledged (0 when caught up), by topic and partition",
+            self.lag_seconds.clone(),
         );
         r.register(
             "heartbeat_timestamp_seconds",

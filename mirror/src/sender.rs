@@ -154,7 +154,8 @@ impl<L: MirrorLog> Sender<L> {
                 next = start;
             }
             let frame_bytes = self.bandwidth.frame_bytes(self.max_frame_bytes);
-            while in_flight_bytes < self.window_bytes && next < end {
+            let window = self.bandwidth.window(self.window_bytes, frame_bytes);
+            while in_flight_bytes < window && next < end {
                 let bytes = match self.log.read(topic, partition, next, frame_bytes) {
                     Ok(b) => b,
                     Err(PortError::OutOfRange { start, .. }) => {
@@ -233,7 +234,7 @@ impl<L: MirrorLog> Sender<L> {
                     Ok(other) => return StreamEnd::Failed(format!("unexpected frame {other:?}")),
                     Err(e) => return stream_end(e, &connection),
                 },
-                changed = events.changed(), if in_flight_bytes < self.window_bytes => {
+                changed = events.changed(), if in_flight_bytes < window => {
                     if changed.is_err() {
                         return StreamEnd::Failed("the log is closing".into());
                     }

@@ -81,6 +81,12 @@ def test_live_alarms_overtake_a_backlog_draining_at_the_cap(tmp_path):
             wait_until(lambda: received_bytes(hub, "gw-1.cameras") > 0, 60, "the backlog to start draining")
             time.sleep(3)
             t1, b1 = time.time(), received_bytes(hub, "gw-1.cameras")
+            # Replication lag in records, bytes and seconds, on /metrics while the backlog drains.
+            metrics = edge.metrics()
+            lag = {m.group(1): float(m.group(2)) for m in re.finditer(
+                r'^tern_mirror_lag_(records|bytes|seconds)\{[^}]*topic="cameras"[^}]*\} (\S+)', metrics, re.M)}
+            assert lag.get("records", 0) > 0 and lag.get("bytes", 0) > 100_000 and lag.get("seconds", 0) > 1, \
+                [line for line in metrics.splitlines() if "lag_seconds" in line]
             drain_s = BACKLOG_MB * 1_000_000 / CAP
             time.sleep(max(5.0, drain_s * 0.6))
             t2, b2 = time.time(), received_bytes(hub, "gw-1.cameras")
