@@ -105,11 +105,7 @@ impl Default for EdgeConfig {
             heartbeat_interval_ms: 5_000,
             downlink_topics: vec!["commands".to_string(), "commands.all".to_string()],
             groups: vec![".*".to_string()],
-            // MirrorMaker's defaults, and tern's own cursors (MQTT bridges, sinks).
-            groups_exclude: ["console-consumer-.*", "connect-.*", "__.*", "tern-.*"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            groups_exclude: default_groups_exclude(),
             checkpoint_interval_ms: 5_000,
             max_bytes_per_sec: 0,
             priority_topics: Vec::new(),
@@ -141,6 +137,11 @@ pub struct HubConfig {
     pub downlink: Vec<DownlinkRule>,
     /// How often new downlink topics and partitions are looked for.
     pub discovery_interval_ms: u64,
+    /// Consumer groups whose offsets on `<edge>.<topic>` are checkpointed back to the
+    /// edge (consumers moving from the hub to the edge), and how often (0: never).
+    pub groups: Vec<String>,
+    pub groups_exclude: Vec<String>,
+    pub checkpoint_interval_ms: u64,
 }
 
 /// One `[[hub.downlink]]`: hub topic `hub_topic` (where `{edge}` stands for an edge's
@@ -189,8 +190,19 @@ impl Default for HubConfig {
                 DownlinkRule::new("commands.all", "commands.all"),
             ],
             discovery_interval_ms: 2_000,
+            groups: vec![".*".to_string()],
+            groups_exclude: default_groups_exclude(),
+            checkpoint_interval_ms: 5_000,
         }
     }
+}
+
+/// MirrorMaker's default `groups.exclude`, and tern's own cursors (MQTT bridges, sinks).
+fn default_groups_exclude() -> Vec<String> {
+    ["console-consumer-.*", "connect-.*", "__.*", "tern-.*"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Edge names: a lowercase DNS label, so that it fits a certificate SAN and a topic prefix.
@@ -359,6 +371,8 @@ pub struct Hub {
     pub config: HubConfig,
     pub listen: SocketAddr,
     config_exclude: Vec<Regex>,
+    groups: Vec<Regex>,
+    groups_exclude: Vec<Regex>,
 }
 
 impl Hub {
@@ -409,11 +423,21 @@ impl Hub {
         if config.discovery_interval_ms == 0 {
             return Err(invalid("hub.discovery_interval_ms", "must be above 0"));
         }
+        let groups = compile_all("hub.groups", &config.groups)?;
+        let groups_exclude = compile_all("hub.groups_exclude", &config.groups_exclude)?;
         Ok(Hub {
             config,
             listen,
             config_exclude,
+            groups,
+            groups_exclude,
         })
+    }
+
+    /// True when `group`'s offsets are checkpointed back to edges.
+    pub fn selects_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|r| r.is_match(group))
+            && !self.groups_exclude.iter().any(|r| r.is_match(group))
     }
 
     /// The hub topics sent down to `edge`, each with the edge topic it becomes.

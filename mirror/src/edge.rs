@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bandwidth::Bandwidth;
+use crate::checkpoints;
 use crate::config::{Edge, HEARTBEATS_TOPIC};
 use crate::link::{next_frame, send_frame, SenderPool};
 use crate::metrics::{labels, MirrorMetrics};
@@ -244,10 +245,13 @@ impl<L: MirrorLog> EdgeLink<L> {
         let mut tick = tokio::time::interval(Duration::from_millis(
             self.edge.config.discovery_interval_ms.max(100),
         ));
-        let checkpoints = tokio::spawn(crate::checkpoints::send(
-            Arc::clone(&self.edge),
-            Arc::clone(&self.log),
-            self.status.clone(),
+        let checkpoints = tokio::spawn(checkpoints::send(
+            checkpoints::FromEdge {
+                edge: Arc::clone(&self.edge),
+                log: Arc::clone(&self.log),
+                status: self.status.clone(),
+            },
+            Duration::from_millis(self.edge.config.checkpoint_interval_ms),
             connection.clone(),
             shutdown.clone(),
         ));
@@ -309,8 +313,9 @@ impl<L: MirrorLog> EdgeLink<L> {
     }
 }
 
-/// One stream the hub opened: a command topic partition sent down. Only topics in
-/// `mirror.downlink_topics` are accepted; they are written at the hub's offsets.
+/// One stream the hub opened: a command topic partition sent down (only topics in
+/// `mirror.downlink_topics` are accepted; they are written at the hub's offsets), or the
+/// hub's group checkpoints for this edge's topics.
 async fn receive_down<L: MirrorLog>(
     edge: &Edge,
     log: &L,
@@ -320,14 +325,27 @@ async fn receive_down<L: MirrorLog>(
 ) -> Result<(), String> {
     let mut reader = FramedRead::new(recv, codec());
     let mut writer = FramedWrite::new(send, codec());
-    let Frame::Open {
-        topic,
-        partition,
-        partition_count,
-        configs,
-    } = next_frame(&mut reader).await?
-    else {
-        return Err("expected Open".into());
+    let (topic, partition, partition_count, configs) = match next_frame(&mut reader).await? {
+        Frame::Open {
+            topic,
+            partition,
+            partition_count,
+            configs,
+        } => (topic, partition, partition_count, configs),
+        first @ Frame::Checkpoint { .. } => {
+            // The hub's groups moving back to this edge.
+            let on_applied = |group: &str, applied: u32| {
+                info!(%group, applied, "group offsets checkpointed from the hub");
+                status.edge(|s| s.checkpoints_from_hub += u64::from(applied));
+            };
+            let side = checkpoints::Receiving {
+                log,
+                prefix: String::new(),
+                on_applied: &on_applied,
+            };
+            return checkpoints::serve(side, first, reader, writer).await;
+        }
+        _ => return Err("expected Open or Checkpoint".into()),
     };
     if !edge.receives(&topic) {
         let refusal = Refusal::permanent(format!(

@@ -221,6 +221,17 @@ async fn serve_edge<L: MirrorLog>(
         .get_or_create(&labels(&[("edge", &edge)]))
         .set(1);
     info!(edge, %remote, "edge connected");
+    let checkpoints_back = tokio::spawn(checkpoints::send(
+        checkpoints::FromHub {
+            hub: shared.hub.clone(),
+            log: Arc::clone(&shared.log),
+            edge: edge.clone(),
+            status: shared.status.clone(),
+        },
+        Duration::from_millis(shared.hub.config.checkpoint_interval_ms),
+        connection.clone(),
+        shutdown.clone(),
+    ));
     let downlink = tokio::spawn(send_down(
         Arc::clone(&shared),
         edge.clone(),
@@ -258,6 +269,7 @@ async fn serve_edge<L: MirrorLog>(
         }
     };
     downlink.abort();
+    checkpoints_back.abort();
     let still_current = {
         let mut live = shared.live.lock().unwrap_or_else(|p| p.into_inner());
         let current = live.get(&edge).is_some_and(|l| l.id == id);
@@ -450,12 +462,22 @@ async fn serve_partition<L: MirrorLog>(
             configs,
         } => (topic, partition, partition_count, configs),
         first @ Frame::Checkpoint { .. } => {
-            let side = checkpoints::HubSide {
+            let on_applied = |_group: &str, applied: u32| {
+                shared
+                    .metrics
+                    .checkpoints
+                    .get_or_create(&labels(&[("edge", edge)]))
+                    .inc_by(u64::from(applied));
+                shared.status.hub(|h| {
+                    let e = h.edges.entry(edge.to_string()).or_default();
+                    e.checkpoints += u64::from(applied);
+                    e.last_checkpoint_ms = Some(now_ms());
+                });
+            };
+            let side = checkpoints::Receiving {
                 log: shared.log.as_ref(),
-                edge,
                 prefix: format!("{edge}{}", shared.hub.config.separator),
-                status: &shared.status,
-                metrics: &shared.metrics,
+                on_applied: &on_applied,
             };
             return checkpoints::serve(side, first, reader, writer).await;
         }

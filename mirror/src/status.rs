@@ -78,6 +78,9 @@ pub struct EdgeStatus {
     pub checkpoints: u64,
     #[serde(default)]
     pub last_checkpoint_ms: Option<i64>,
+    /// Group offsets this edge committed from the hub's checkpoints.
+    #[serde(default)]
+    pub checkpoints_from_hub: u64,
     /// Command topics the hub sends down, by `<edge topic>/<partition>`.
     #[serde(default)]
     pub downlink: BTreeMap<String, DownlinkPartition>,
@@ -116,6 +119,9 @@ pub struct HubEdge {
     pub checkpoints: u64,
     #[serde(default)]
     pub last_checkpoint_ms: Option<i64>,
+    /// Group offsets the edge committed from this hub's checkpoints.
+    #[serde(default)]
+    pub checkpoints_to_edge: u64,
     /// Command topics sent down to this edge, by `<hub topic>/<partition>`.
     #[serde(default)]
     pub downlink: BTreeMap<String, DownlinkPartition>,

@@ -93,3 +93,26 @@ def test_a_group_active_on_the_hub_keeps_its_own_offsets(tmp_path):
         dashboard.close()
         wait_until(lambda: committed(hub.bootstrap, "dashboard", "gw-1.sensors") == edge_offsets, 60,
                    "the edge's offsets once the hub's group is empty")
+
+
+def test_a_consumer_group_moves_back_from_the_hub_to_the_edge(tmp_path):
+    extra = "checkpoint_interval_ms = 300"
+    with mirror_pair(tmp_path, extra=extra) as (certs, hub, edge):
+        create_topic(edge.bootstrap, "sensors", PARTITIONS)
+        produce(edge.bootstrap, "sensors", RECORDS)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["sensors"]), 60, "the hub to catch up")
+
+        # A consumer reads part of the copy at the datacenter and commits there...
+        on_hub, c = consume(hub.bootstrap, "reports", "gw-1.sensors", RECORDS // 2)
+        c.close()
+        hub_offsets = committed(hub.bootstrap, "reports", "gw-1.sensors")
+        assert hub_offsets and sum(hub_offsets.values()) == len(on_hub)
+        # ...its offsets come back to the edge for `sensors` (the hub checkpoints every 5 s)...
+        wait_until(lambda: committed(edge.bootstrap, "reports", "sensors") == hub_offsets, 30,
+                   "the group's offsets on the edge")
+        # ...and it continues on the gateway without duplicates or gaps.
+        on_edge, c = consume(edge.bootstrap, "reports", "sensors", RECORDS - len(on_hub))
+        c.close()
+        assert not on_edge & on_hub, f"{len(on_edge & on_hub)} records consumed twice"
+        assert len(on_edge) + len(on_hub) == RECORDS
+        assert mirror_status(edge)["edge"]["checkpoints_from_hub"] >= len(hub_offsets)
