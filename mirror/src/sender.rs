@@ -85,6 +85,27 @@ fn stream_end(e: impl ToString, connection: &quinn::Connection) -> StreamEnd {
     }
 }
 
+/// A write failed because the receiver stopped the stream: it sends its reason (an
+/// `Error` frame, after any acks) before it stops, so read that rather than report
+/// "stopped by peer".
+async fn why_stopped<R>(e: String, reader: &mut R, connection: &quinn::Connection) -> StreamEnd
+where
+    R: futures_util::Stream<Item = Result<bytes::BytesMut, std::io::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(deadline, next_frame(reader)).await {
+            Ok(Ok(Frame::Ack { .. })) => continue,
+            Ok(Ok(Frame::Error {
+                retriable: true,
+                reason,
+            })) => return StreamEnd::Failed(reason),
+            Ok(Ok(Frame::Error { reason, .. })) => return StreamEnd::Refused(reason),
+            _ => return stream_end(e, connection),
+        }
+    }
+}
+
 impl<L: MirrorLog> Sender<L> {
     pub async fn run(
         &self,
@@ -187,7 +208,7 @@ impl<L: MirrorLog> Sender<L> {
                     send_paced(writer.get_mut(), frame, &self.bandwidth, live).await
                 };
                 if let Err(e) = sent {
-                    return stream_end(e, &connection);
+                    return why_stopped(e, &mut reader, &connection).await;
                 }
                 in_flight.push_back(InFlight {
                     next_offset: last.next_offset,
