@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::bandwidth::Bandwidth;
 use crate::checkpoints;
 use crate::config::{Edge, HEARTBEATS_TOPIC};
-use crate::link::{next_frame, send_frame, SenderPool};
+use crate::link::{incoming, send_frame, Incoming, Opened, SenderPool};
 use crate::metrics::{labels, MirrorMetrics};
 use crate::ports::{Appended, MirrorLog};
 use crate::receiver::{self, ReceiveReport, Refusal, Target};
@@ -325,14 +325,15 @@ async fn receive_down<L: MirrorLog>(
 ) -> Result<(), String> {
     let mut reader = FramedRead::new(recv, codec());
     let mut writer = FramedWrite::new(send, codec());
-    let (topic, partition, partition_count, configs) = match next_frame(&mut reader).await? {
-        Frame::Open {
-            topic,
-            partition,
-            partition_count,
-            configs,
-        } => (topic, partition, partition_count, configs),
-        first @ Frame::Checkpoint { .. } => {
+    let Opened {
+        topic,
+        partition,
+        partition_count,
+        configs,
+    } = match incoming(&mut reader).await? {
+        None => return Ok(()),
+        Some(Incoming::Partition(opened)) => opened,
+        Some(Incoming::Checkpoints(first)) => {
             // The hub's groups moving back to this edge.
             let on_applied = |group: &str, applied: u32| {
                 info!(%group, applied, "group offsets checkpointed from the hub");
@@ -345,7 +346,6 @@ async fn receive_down<L: MirrorLog>(
             };
             return checkpoints::serve(side, first, reader, writer).await;
         }
-        _ => return Err("expected Open or Checkpoint".into()),
     };
     if !edge.receives(&topic) {
         let refusal = Refusal::permanent(format!(

@@ -23,7 +23,7 @@ use crate::bandwidth::Bandwidth;
 use crate::checkpoints;
 use crate::config::{validate_edge_name, Hub, HEARTBEATS_TOPIC};
 use crate::gaps::{Gap, GapJournal};
-use crate::link::SenderPool;
+use crate::link::{incoming, Incoming, Opened, SenderPool};
 use crate::metrics::{labels, MirrorMetrics};
 use crate::ports::{Appended, MirrorLog};
 use crate::receiver::{self, ReceiveReport, Target};
@@ -449,19 +449,15 @@ async fn serve_partition<L: MirrorLog>(
 ) -> Result<(), String> {
     let mut reader = FramedRead::new(recv, codec());
     let writer = FramedWrite::new(send, codec());
-    let open = match reader.next().await {
-        Some(Ok(bytes)) => Frame::decode(bytes.freeze()).map_err(|e| e.to_string())?,
-        Some(Err(e)) => return Err(e.to_string()),
+    let Opened {
+        topic,
+        partition,
+        partition_count,
+        configs,
+    } = match incoming(&mut reader).await? {
         None => return Ok(()),
-    };
-    let (topic, partition, partition_count, configs) = match open {
-        Frame::Open {
-            topic,
-            partition,
-            partition_count,
-            configs,
-        } => (topic, partition, partition_count, configs),
-        first @ Frame::Checkpoint { .. } => {
+        Some(Incoming::Partition(opened)) => opened,
+        Some(Incoming::Checkpoints(first)) => {
             let on_applied = |_group: &str, applied: u32| {
                 shared
                     .metrics
@@ -481,7 +477,6 @@ async fn serve_partition<L: MirrorLog>(
             };
             return checkpoints::serve(side, first, reader, writer).await;
         }
-        _ => return Err("expected Open or Checkpoint".into()),
     };
     let hub_topic = format!("{edge}{}{topic}", shared.hub.config.separator);
     let report = FromEdge {

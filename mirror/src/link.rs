@@ -152,3 +152,45 @@ impl SenderPool {
         }
     }
 }
+
+/// `Open`'s fields: the partition a stream carries.
+pub struct Opened {
+    pub topic: String,
+    pub partition: i32,
+    pub partition_count: i32,
+    pub configs: Vec<(String, String)>,
+}
+
+/// What a stream the peer opened carries, from its first frame.
+pub enum Incoming {
+    Partition(Opened),
+    /// Group checkpoints; the first `Checkpoint` frame.
+    Checkpoints(Frame),
+}
+
+/// Reads the first frame of a stream the peer opened; `None` if it closed it at once.
+pub async fn incoming<R>(reader: &mut R) -> Result<Option<Incoming>, String>
+where
+    R: Stream<Item = Result<bytes::BytesMut, std::io::Error>> + Unpin,
+{
+    let first = match reader.next().await {
+        Some(Ok(bytes)) => Frame::decode(bytes.freeze()).map_err(|e| e.to_string())?,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Ok(None),
+    };
+    match first {
+        Frame::Open {
+            topic,
+            partition,
+            partition_count,
+            configs,
+        } => Ok(Some(Incoming::Partition(Opened {
+            topic,
+            partition,
+            partition_count,
+            configs,
+        }))),
+        first @ Frame::Checkpoint { .. } => Ok(Some(Incoming::Checkpoints(first))),
+        other => Err(format!("expected Open or Checkpoint, got {other:?}")),
+    }
+}
