@@ -129,6 +129,9 @@ pub struct HubConfig {
     pub idle_timeout_ms: u64,
     /// Edges connected at once; more are refused.
     pub max_edges: usize,
+    /// Topics one edge may have on the hub, and partitions per topic; more are refused.
+    pub max_topics_per_edge: usize,
+    pub max_partitions_per_topic: i32,
     /// Topic configs not copied from edges (regexes; MirrorMaker's
     /// `config.properties.exclude`): the hub's own values stay.
     pub config_exclude: Vec<String>,
@@ -173,6 +176,8 @@ impl Default for HubConfig {
             keep_alive_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_edges: 1_000,
+            max_topics_per_edge: 1_000,
+            max_partitions_per_topic: 256,
             config_exclude: [
                 "follower\\.replication\\.throttled\\.replicas",
                 "leader\\.replication\\.throttled\\.replicas",
@@ -422,6 +427,15 @@ impl Hub {
         }
         if config.discovery_interval_ms == 0 {
             return Err(invalid("hub.discovery_interval_ms", "must be above 0"));
+        }
+        if config.max_topics_per_edge == 0 {
+            return Err(invalid("hub.max_topics_per_edge", "must be at least 1"));
+        }
+        if config.max_partitions_per_topic < 1 {
+            return Err(invalid(
+                "hub.max_partitions_per_topic",
+                "must be at least 1",
+            ));
         }
         let groups = compile_all("hub.groups", &config.groups)?;
         let groups_exclude = compile_all("hub.groups_exclude", &config.groups_exclude)?;

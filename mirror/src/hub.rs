@@ -7,7 +7,7 @@
 //! only once what it covers is durable. Appends happen only at the log end, so resends
 //! are skipped and nothing is ever stored twice, however often either side restarts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,10 +23,10 @@ use crate::bandwidth::Bandwidth;
 use crate::checkpoints;
 use crate::config::{validate_edge_name, Hub, HEARTBEATS_TOPIC};
 use crate::gaps::{Gap, GapJournal};
-use crate::link::{incoming, Incoming, Opened, SenderPool};
+use crate::link::{incoming, send_frame, Incoming, Opened, SenderPool};
 use crate::metrics::{labels, MirrorMetrics};
 use crate::ports::{Appended, MirrorLog};
-use crate::receiver::{self, ReceiveReport, Target};
+use crate::receiver::{self, ReceiveReport, Refusal, Target};
 use crate::sender::{SendProgress, SendReport, Sender};
 use crate::status::{now_ms, SharedStatus, RECENT_GAPS};
 use crate::tls;
@@ -49,6 +49,8 @@ struct Shared<L> {
     journal: GapJournal,
     live: Mutex<HashMap<String, Live>>,
     next_id: AtomicU64,
+    /// Hub topics of edges admitted under `hub.max_topics_per_edge`.
+    admitted: Mutex<HashSet<String>>,
 }
 
 /// A bound hub listener, ready to [`HubServer::run`].
@@ -104,6 +106,7 @@ impl<L: MirrorLog> HubServer<L> {
                     journal,
                     live: Mutex::new(HashMap::new()),
                     next_id: AtomicU64::new(1),
+                    admitted: Mutex::new(HashSet::new()),
                 }),
             },
             local,
@@ -448,7 +451,7 @@ async fn serve_partition<L: MirrorLog>(
     recv: quinn::RecvStream,
 ) -> Result<(), String> {
     let mut reader = FramedRead::new(recv, codec());
-    let writer = FramedWrite::new(send, codec());
+    let mut writer = FramedWrite::new(send, codec());
     let Opened {
         topic,
         partition,
@@ -478,7 +481,13 @@ async fn serve_partition<L: MirrorLog>(
             return checkpoints::serve(side, first, reader, writer).await;
         }
     };
-    let hub_topic = format!("{edge}{}{topic}", shared.hub.config.separator);
+    let prefix = format!("{edge}{}", shared.hub.config.separator);
+    let hub_topic = format!("{prefix}{topic}");
+    if let Err(refusal) = admit_topic(shared, &prefix, &hub_topic, partition_count) {
+        warn!(edge, topic = %hub_topic, reason = %refusal.reason, "mirror stream refused");
+        send_frame(&mut writer, refusal.frame()).await?;
+        return Err(refusal.reason);
+    }
     let report = FromEdge {
         shared,
         edge,
@@ -495,6 +504,48 @@ async fn serve_partition<L: MirrorLog>(
         keep_local: &|k| shared.hub.keeps_local(k),
     };
     receiver::receive(shared.log.as_ref(), target, &report, reader, writer).await
+}
+
+/// An edge's namespace is bounded: at most `hub.max_topics_per_edge` topics and
+/// `hub.max_partitions_per_topic` partitions each, so that one edge (a bug, a stolen
+/// certificate) cannot fill the hub with topics.
+fn admit_topic<L: MirrorLog>(
+    shared: &Shared<L>,
+    prefix: &str,
+    hub_topic: &str,
+    partition_count: i32,
+) -> Result<(), Refusal> {
+    let limits = &shared.hub.config;
+    if partition_count > limits.max_partitions_per_topic {
+        return Err(Refusal::permanent(format!(
+            "{partition_count} partitions is more than hub.max_partitions_per_topic ({})",
+            limits.max_partitions_per_topic
+        )));
+    }
+    // Streams of new topics arrive together: count and admit under one lock.
+    let mut admitted = shared.admitted.lock().unwrap_or_else(|p| p.into_inner());
+    if admitted.contains(hub_topic) {
+        return Ok(());
+    }
+    admitted.extend(
+        shared
+            .log
+            .topics()
+            .into_iter()
+            .filter(|t| t.name.starts_with(prefix))
+            .map(|t| t.name),
+    );
+    if admitted.contains(hub_topic) {
+        return Ok(());
+    }
+    let owned = admitted.iter().filter(|t| t.starts_with(prefix)).count();
+    if owned >= limits.max_topics_per_edge {
+        return Err(Refusal::permanent(format!(
+            "this edge already has {owned} topics on the hub, its limit (hub.max_topics_per_edge)"
+        )));
+    }
+    admitted.insert(hub_topic.to_string());
+    Ok(())
 }
 
 /// The hub's view of one edge partition stream: status, metrics, the gap journal.

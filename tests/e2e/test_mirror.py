@@ -293,3 +293,33 @@ def test_two_edges_share_a_hub_and_wrong_identities_are_refused(tmp_path):
     finally:
         for t in (one, two, impostor, stranger, hub):
             t.kill()
+
+
+def test_an_edge_cannot_fill_the_hub_with_topics(tmp_path):
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs, extra="max_topics_per_edge = 3\nmax_partitions_per_topic = 4")
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
+    try:
+        for name in ("t1", "t2", "t3", "t4"):
+            create_topic(edge.bootstrap, name, 1)
+        create_topic(edge.bootstrap, "wide", 8)
+        for name in ("t1", "t2", "t3", "t4", "wide"):
+            produce(edge.bootstrap, name, 10)
+
+        def refusals():
+            parts = mirror_status(edge)["edge"]["partitions"]
+            return [p for p in parts.values() if "hub.max_" in (p.get("last_error") or "")]
+        refused = wait_until(lambda: len(refusals()) >= 2 + 8 and refusals(), 60, "the hub's refusals")
+        mirrored = {t for t in watermarks_all(hub) if t.startswith("gw-1.")}
+        assert len(mirrored) == 3, mirrored
+        assert "gw-1.wide" not in mirrored
+        assert any("max_partitions_per_topic" in p["last_error"] for p in refused if p["topic"] == "wide")
+        assert re.search(r"mirror stream refused.*max_topics_per_edge", hub.log_text())
+    finally:
+        edge.kill()
+        hub.kill()
+
+
+def watermarks_all(tern: Tern) -> set:
+    from confluent_kafka.admin import AdminClient
+    return set(AdminClient({"bootstrap.servers": tern.bootstrap}).list_topics(timeout=10).topics)
