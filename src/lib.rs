@@ -12,7 +12,8 @@
 //! - `retention`  background retention and the global disk budget.
 //! - `scrub`      background verification of sealed segments (damage is quarantined).
 //! - `http`       `/healthz`, `/metrics` and `/v1/mirror`.
-//! - `mirror_namespaces` on a hub, the `<edge>.` prefixes only the mirror may write.
+//! - `mirror_namespaces` the topics only the mirror may write (`<edge>.` prefixes on a
+//!   hub, downlink topics on an edge).
 //! - `mirror_log` the mirror's port into the log (the mirror itself is the `mirror/` crate).
 //! - `bridge_log` the MQTT bridge's port into the log (the bridge is the `bridges/` crate).
 //! - `metrics`    Prometheus counters and gauges.
