@@ -52,19 +52,7 @@ def test_batches_the_hub_acknowledged_survive_power_cuts(tmp_path):
         edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
         create_topic(edge.bootstrap, "sensors", PARTITIONS)
 
-        def load():
-            p = Producer({"bootstrap.servers": edge.bootstrap, "acks": "all", "linger.ms": 5,
-                          "compression.type": "lz4"})
-            i = 0
-            while not stop.is_set():
-                p.produce("sensors", key=f"s-{i % 31}".encode(), value=f'{{"seq":{i}}}'.encode())
-                p.poll(0)
-                i += 1
-                if i % 500 == 0:
-                    time.sleep(0.01)
-            p.flush(30)
-
-        producer = threading.Thread(target=load)
+        producer = threading.Thread(target=produce_until, args=(edge.bootstrap, stop))
         producer.start()
         for cycle in range(CYCLES):
             time.sleep(rng.uniform(1.0, 2.5))
