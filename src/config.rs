@@ -34,6 +34,8 @@ pub enum ConfigFileError {
     Bridge(#[from] tern_bridges::config::ConfigError),
     #[error(transparent)]
     Mirror(#[from] tern_mirror::config::ConfigError),
+    #[error(transparent)]
+    Sink(#[from] tern_bridges::kafka_sink::config::SinkConfigError),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -46,6 +48,8 @@ pub struct Config {
     pub groups: GroupsSection,
     pub topic_defaults: BTreeMap<String, toml::Value>,
     pub bridges: BridgesSection,
+    /// `[[sinks.kafka]]`: forward topics into an external Kafka cluster.
+    pub sinks: SinksSection,
     /// `[mirror]`: ship topics to a hub (this tern is an edge).
     pub mirror: Option<tern_mirror::config::EdgeConfig>,
     /// `[hub]`: receive edges' topics.
@@ -57,6 +61,13 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct BridgesSection {
     pub mqtt: Vec<tern_bridges::config::MqttBridgeConfig>,
+}
+
+/// `[[sinks.kafka]]` tables (see configs/kafka-sink.toml).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksSection {
+    pub kafka: Vec<tern_bridges::kafka_sink::config::KafkaSinkConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +258,7 @@ impl Config {
         }
         self.topic_defaults()?;
         tern_bridges::config::compile(&self.bridges.mqtt)?;
+        tern_bridges::kafka_sink::config::compile(&self.sinks.kafka)?;
         if let Some(edge) = &self.mirror {
             tern_mirror::config::Edge::compile(edge.clone())?;
         }

@@ -17,6 +17,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/mirror", get(mirror_status))
+        .route("/v1/sinks", get(sink_status))
         .with_state(broker)
 }
 
@@ -36,6 +37,20 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 /// The mirror links of this tern (`[mirror]` and `[hub]`), as `tern mirror status` shows them.
 async fn mirror_status(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let body = serde_json::to_string_pretty(&broker.mirror_status.snapshot())
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// The `[[sinks.kafka]]` of this tern: cursors, lag and errors per partition.
+async fn sink_status(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let sinks: Vec<tern_bridges::kafka_sink::status::SinkStatus> = match broker.sink_status.lock() {
+        Ok(list) => list
+            .iter()
+            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let body = serde_json::to_string_pretty(&serde_json::json!({ "sinks": sinks }))
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     ([(header::CONTENT_TYPE, "application/json")], body)
 }

@@ -11,14 +11,15 @@
 //! - `producer_ids` ids for idempotent producers (InitProducerId).
 //! - `retention`  background retention and the global disk budget.
 //! - `scrub`      background verification of sealed segments (damage is quarantined).
-//! - `http`       `/healthz`, `/metrics` and `/v1/mirror`.
+//! - `http`       `/healthz`, `/metrics`, `/v1/mirror` and `/v1/sinks`.
 //! - `mirror_namespaces` the topics only the mirror may write (`<edge>.` prefixes on a
 //!   hub, downlink topics on an edge).
 //! - `mirror_log` the mirror's port into the log (the mirror itself is the `mirror/` crate).
 //! - `bridge_log` the MQTT bridge's port into the log (the bridge is the `bridges/` crate).
+//! - `sink_log`   the Kafka sink's port into the log (the sink is in the `bridges/` crate).
 //! - `metrics`    Prometheus counters and gauges.
 //! - `server`     wires the above together for `tern serve`.
-//! - `client`     a small Kafka client for the CLI (works against any Kafka broker).
+//! - `client`     the CLI's Kafka client (its connection is `tern_bridges::kafka_client`).
 //! - `alloc`      the global allocator (lazy backing for hostile allocation sizes).
 
 pub mod alloc;
@@ -38,6 +39,7 @@ pub mod producer_ids;
 pub mod retention;
 pub mod scrub;
 pub mod server;
+pub mod sink_log;
 pub mod topics;
 
 #[global_allocator]

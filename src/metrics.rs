@@ -43,6 +43,7 @@ pub struct Metrics {
     pub corrupt_batches: Counter,
     pub quarantined_ranges: Gauge,
     pub mqtt: tern_bridges::metrics::BridgeMetrics,
+    pub sinks: tern_bridges::kafka_sink::metrics::SinkMetrics,
     pub mirror: tern_mirror::metrics::MirrorMetrics,
 }
 
@@ -76,6 +77,7 @@ impl Metrics {
             corrupt_batches: Counter::default(),
             quarantined_ranges: Gauge::default(),
             mqtt: Default::default(),
+            sinks: Default::default(),
             mirror: Default::default(),
             registry: Registry::default(),
         };
@@ -191,6 +193,7 @@ impl Metrics {
             m.offset_commits.clone(),
         );
         m.mqtt.register(&mut registry);
+        m.sinks.register(&mut registry);
         m.mirror.register(&mut registry);
         Metrics { registry, ..m }
     }

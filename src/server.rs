@@ -86,7 +86,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     ));
     let bridges =
         crate::bridge_log::start_bridges(&broker, shutdown.clone()).map_err(ServeError::Config)?;
+    let sinks =
+        crate::sink_log::start_sinks(&broker, shutdown.clone()).map_err(ServeError::Config)?;
     crate::kafka::server::run(Arc::clone(&broker), kafka_listener, shutdown.clone()).await;
+    for sink in sinks {
+        let _ = sink.await;
+    }
     for bridge in bridges {
         let _ = bridge.await;
     }

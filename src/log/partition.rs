@@ -356,9 +356,26 @@ impl Log {
         let mut stamped = Vec::with_capacity(batches.len());
         let mut records = 0u64;
         let mut duplicate_end = None;
+        // Producers with a batch earlier in this request: (epoch, its last sequence). The
+        // next batch must follow that one, not the log's last batch.
+        let mut in_request: Vec<(i64, i16, i32)> = Vec::new();
         for (i, (header, bytes)) in batches.iter().enumerate() {
             if header.is_idempotent() {
-                if let SequenceCheck::Duplicate {
+                if let Some(&(_, epoch, last)) = in_request
+                    .iter()
+                    .find(|(id, _, _)| *id == header.producer_id)
+                {
+                    let expected = if last == i32::MAX { 0 } else { last + 1 };
+                    if header.producer_epoch != epoch || header.base_sequence != expected {
+                        return Err(LogError::Sequence(
+                            super::producer_state::SequenceError::OutOfOrder {
+                                producer_id: header.producer_id,
+                                got: header.base_sequence,
+                                expected,
+                            },
+                        ));
+                    }
+                } else if let SequenceCheck::Duplicate {
                     base_offset: dup_base,
                     last_offset: dup_last,
                 } = self.producers.check(header)?
@@ -370,6 +387,14 @@ impl Log {
                     duplicate_end = Some(dup_last);
                     continue;
                 }
+            }
+            if header.is_idempotent() {
+                in_request.retain(|(id, _, _)| *id != header.producer_id);
+                in_request.push((
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.last_sequence(),
+                ));
             }
             let start = buffer.len();
             buffer.extend_from_slice(bytes);

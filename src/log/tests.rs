@@ -678,3 +678,32 @@ fn durable_bytes_from_counts_what_a_reader_still_has_to_read() {
     );
     assert_eq!(log.durable_bytes_from(12).expect("at the end"), 0);
 }
+
+#[test]
+fn several_batches_of_one_idempotent_producer_in_one_request_are_in_order() {
+    // A producer (the Kafka sink) sends two batches of one partition in one request:
+    // the second follows the first, not the log's last batch.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(1 << 20), NOW).expect("open");
+    append_raw(&mut log, &idempotent_batch(2, 9, 0, 0)).expect("first request");
+    let mut request = idempotent_batch(3, 9, 0, 2);
+    request.extend(idempotent_batch(4, 9, 0, 5));
+    let info = append_raw(&mut log, &request).expect("two batches in order");
+    assert_eq!((info.base_offset, info.last_offset), (2, 8));
+    // Its retry is a duplicate as a whole, answered with the same offsets.
+    let retry = append_raw(&mut log, &request).expect("the retry");
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.records),
+        (2, 8, 0)
+    );
+    assert_eq!(log.log_end_offset(), 9);
+    // Within one request, a gap is still refused.
+    let mut gap = idempotent_batch(1, 9, 0, 9);
+    gap.extend(idempotent_batch(1, 9, 0, 11));
+    assert!(append_raw(&mut log, &gap).is_err());
+    assert_eq!(
+        log.log_end_offset(),
+        9,
+        "nothing of a refused request is written"
+    );
+}

@@ -1,0 +1,199 @@
+"""The Kafka sink with real tern processes: edge → hub (QUIC mirroring) → an external
+cluster, where the cluster is a third tern reached only through its Kafka listener. Every
+record arrives once, in per-partition order, byte-exact (offsets, keys, values, headers,
+timestamps), across a kill -9 of the hub, a restart of the cluster and a cluster outage;
+and what the cluster refuses is said clearly while the rest keeps flowing.
+
+SINK_RECORDS sets the total (200,000 by default), SINK_OUTAGE_S the outage (30 s)."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+
+from harness import TERN_BIN, Tern
+from mirror_site import (Certs, caught_up, create_topic, produce, read_all, start_edge, start_hub,
+                         wait_until, watermarks)
+
+RECORDS = int(os.environ.get("SINK_RECORDS", "200000"))
+OUTAGE_S = float(os.environ.get("SINK_OUTAGE_S", "30"))
+
+# topic -> (partitions, producer compression, headers)
+TOPICS = {
+    "sensors": (3, "lz4", True),
+    "doors": (1, "gzip", True),
+    "cameras": (2, "zstd", True),
+    "plain": (1, "none", False),
+}
+
+
+def sink_config(cluster: Tern, extra: str = "") -> str:
+    return f"""
+[[sinks.kafka]]
+name = "dc"
+bootstrap_servers = ["{cluster.bootstrap}"]
+retry_backoff_max_ms = 1000
+discovery_interval_ms = 500
+{extra}
+"""
+
+
+def sink_status(tern: Tern) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{tern.http_port}/v1/sinks", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def same_ends(a: Tern, a_topic: str, b: Tern, b_topic: str) -> bool:
+    mine = watermarks(a.bootstrap, a_topic)
+    theirs = watermarks(b.bootstrap, b_topic)
+    return bool(mine) and {p: h for p, (_, h) in mine.items()} == {p: h for p, (_, h) in theirs.items()}
+
+
+def assert_same_records(a: Tern, a_topic: str, b: Tern, b_topic: str) -> int:
+    """Record by record, offsets included: the cluster's copy equals the local topic."""
+    mine, theirs = read_all(a.bootstrap, a_topic), read_all(b.bootstrap, b_topic)
+    assert sorted(mine) == sorted(theirs), f"{a_topic}: partitions {sorted(mine)} vs {sorted(theirs)}"
+    total = 0
+    for p in mine:
+        x, y = mine[p], theirs[p]
+        assert len(x) == len(y), f"{a_topic}-{p}: {len(x)} records here, {len(y)} in the cluster"
+        for r, s in zip(x, y):
+            assert r == s, f"{a_topic}-{p} differs at offset {r[0]}: {r!r} vs {s!r}"
+        total += len(x)
+    return total
+
+
+def test_edge_to_hub_to_cluster_exactly_once_across_crashes_and_an_outage(tmp_path):
+    cluster = Tern(tmp_path / "cluster", name="cluster").start()
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs, extra=sink_config(cluster))
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
+    try:
+        for topic, (partitions, _, _) in TOPICS.items():
+            create_topic(edge.bootstrap, topic, partitions)
+        per_topic = RECORDS // len(TOPICS)
+        quarter = per_topic // 4
+
+        def load(start: int, count: int):
+            for topic, (_, codec, headers) in TOPICS.items():
+                produce(edge.bootstrap, topic, count, codec=codec, start=start, headers=headers)
+
+        def all_arrived() -> bool:
+            return caught_up(edge, hub, "gw-1", list(TOPICS)) and all(
+                same_ends(hub, f"gw-1.{t}", cluster, f"gw-1.{t}") for t in TOPICS)
+
+        load(0, quarter)
+        wait_until(all_arrived, 180, "the first quarter in the cluster")
+
+        # kill -9 of the hub while records flow through it.
+        producer = threading.Thread(target=load, args=(quarter, quarter))
+        producer.start()
+        time.sleep(1.5)
+        hub.kill()
+        time.sleep(0.5)
+        hub.start()
+        producer.join()
+
+        # The cluster restarts while records flow into it.
+        producer = threading.Thread(target=load, args=(2 * quarter, quarter))
+        producer.start()
+        time.sleep(1.0)
+        cluster.stop()
+        cluster.start()
+        producer.join()
+
+        # The cluster is away for a while; records wait on the hub.
+        wait_until(all_arrived, 180, "the catch-up after the cluster's restart")
+        cluster.stop()
+        deadline = time.time() + OUTAGE_S
+        load(3 * quarter, per_topic - 3 * quarter)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", list(TOPICS)), 120, "the hub during the outage")
+        status = sink_status(hub)["sinks"][0]
+        assert sum(p["lag_records"] for p in status["partitions"]) > 0, status
+        time.sleep(max(0.0, deadline - time.time()))
+        assert sink_status(hub)["sinks"][0]["last_error"], "the outage is not shown in /v1/sinks"
+        cluster.start()
+        wait_until(all_arrived, 300, "the catch-up after the outage")
+
+        total = 0
+        for topic in TOPICS:
+            total += assert_same_records(hub, f"gw-1.{topic}", cluster, f"gw-1.{topic}")
+        assert total == per_topic * len(TOPICS), total
+
+        status = sink_status(hub)["sinks"][0]
+        assert status["connected"], status
+        wait_until(lambda: all(p["lag_records"] == 0 for p in sink_status(hub)["sinks"][0]["partitions"]),
+                   10, "the sink's lag to reach 0")
+        assert {p["topic"] for p in status["partitions"]} == {f"gw-1.{t}" for t in TOPICS} | {"gw-1.heartbeats"}
+
+        # The cursors are committed offsets of tern-sink-dc, visible to Kafka tools.
+        described = subprocess.run([TERN_BIN, "groups", "describe", "tern-sink-dc", "--bootstrap-server",
+                                    hub.bootstrap], capture_output=True, text=True, timeout=30)
+        assert described.returncode == 0, described.stderr
+        assert "gw-1.sensors" in described.stdout, described.stdout
+
+        # The hub's offsets are the cluster's: offset syncs say so (delta 0 everywhere).
+        syncs = read_all(cluster.bootstrap, "tern-offset-syncs")[0]
+        assert syncs, "no offset-sync records in the cluster"
+        for _, key, value, _, _ in syncs:
+            sync = json.loads(value)
+            assert key.decode() == f"{sync['source_topic']}:{sync['source_partition']}"
+            assert sync["source_offset"] == sync["target_offset"], sync
+
+        metrics = hub.metrics()
+        assert 'tern_sink_lag_records{sink="dc",topic="gw-1.sensors",partition="0"} 0' in metrics, \
+            [l for l in metrics.splitlines() if l.startswith("tern_sink_lag")][:5]
+        assert "tern_sink_records_total" in metrics
+        text = hub.log_text()
+        assert "Kafka sink has a producer id" in text
+    finally:
+        edge.kill()
+        hub.kill()
+        cluster.kill()
+
+
+def test_what_the_cluster_refuses_is_said_and_the_rest_flows(tmp_path):
+    """A batch larger than the cluster accepts holds only its own partition, with a log
+    line that says what to change; a topic missing in a cluster where the sink may not
+    create topics waits until someone creates it; a dead cluster at start is retried."""
+    cluster = Tern(tmp_path / "cluster", name="cluster")  # not started yet
+    source = Tern(tmp_path / "source", name="source",
+                  config=sink_config(cluster, 'topics = ["big", "small", "later"]\ncreate_topics = false')).start()
+    try:
+        create_topic(source.bootstrap, "small", 1)
+        create_topic(source.bootstrap, "big", 1)
+        create_topic(source.bootstrap, "later", 1)
+        produce(source.bootstrap, "small", 500, codec="none")
+        produce(source.bootstrap, "later", 200, codec="none")
+        # Incompressible 200 kB values: larger than the cluster's max.message.bytes below.
+        from confluent_kafka import Producer
+        p = Producer({"bootstrap.servers": source.bootstrap, "acks": "all", "compression.type": "none",
+                      "message.max.bytes": 1_000_000})
+        for i in range(3):
+            p.produce("big", key=b"k", value=os.urandom(200_000))
+        assert p.flush(30) == 0
+        time.sleep(2)
+        assert "cluster is unreachable" in source.log_text(), source.log_text()[-2000:]
+
+        cluster.start()
+        create_topic(cluster.bootstrap, "small", 1)
+        create_topic(cluster.bootstrap, "big", 1, {"max.message.bytes": "100000"})
+        wait_until(lambda: same_ends(source, "small", cluster, "small"), 60, "small in the cluster")
+        assert assert_same_records(source, "small", cluster, "small") == 500
+        wait_until(lambda: "refuses a batch" in source.log_text(), 30, "the too-large batch to be logged")
+        assert "raise max.message.bytes of big" in source.log_text()
+        assert watermarks(cluster.bootstrap, "big")[0][1] == 0
+        status = {p["topic"]: p for p in sink_status(source)["sinks"][0]["partitions"]}
+        assert "too large" in (status["big"]["waiting"] or ""), status
+        assert "does not exist in the cluster" in (status["later"]["waiting"] or ""), status
+        assert "topic later does not exist in the cluster" in source.log_text()
+
+        # Someone creates the topic: it flows.
+        create_topic(cluster.bootstrap, "later", 1)
+        wait_until(lambda: same_ends(source, "later", cluster, "later"), 60, "later in the cluster")
+        assert assert_same_records(source, "later", cluster, "later") == 200
+    finally:
+        source.kill()
+        cluster.kill()
