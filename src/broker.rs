@@ -41,8 +41,8 @@ pub struct Broker {
     pub mirror_edge: std::sync::OnceLock<tern_mirror::config::Edge>,
     /// On a hub: topic prefixes of mirrored edges, closed to Kafka producers.
     pub mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces,
-    /// What `/v1/sinks` shows: one entry per `[[sinks.kafka]]`.
-    pub sink_status: std::sync::Mutex<Vec<tern_bridges::kafka_sink::status::SharedStatus>>,
+    /// The running `[[sinks.kafka]]` (what `/v1/sinks` shows, what they forwarded).
+    pub sinks: std::sync::Mutex<Vec<crate::sink_log::RunningSink>>,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -132,7 +132,7 @@ impl Broker {
                 response_budget,
                 mirror_status: Default::default(),
                 mirror_edge: std::sync::OnceLock::new(),
-                sink_status: std::sync::Mutex::new(Vec::new()),
+                sinks: std::sync::Mutex::new(Vec::new()),
                 mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces::load(
                     &config.broker.data_dir,
                 ),

@@ -43,10 +43,10 @@ async fn mirror_status(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 
 /// The `[[sinks.kafka]]` of this tern: cursors, lag and errors per partition.
 async fn sink_status(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let sinks: Vec<tern_bridges::kafka_sink::status::SinkStatus> = match broker.sink_status.lock() {
+    let sinks: Vec<tern_bridges::kafka_sink::status::SinkStatus> = match broker.sinks.lock() {
         Ok(list) => list
             .iter()
-            .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+            .filter_map(|s| s.status.lock().ok().map(|s| s.clone()))
             .collect(),
         Err(_) => Vec::new(),
     };

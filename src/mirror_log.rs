@@ -183,7 +183,12 @@ impl MirrorLog for MirrorPort {
             .group_commit
             .wait_durable(log, appended.log_end, appended.generation)
             .await
-            .map_err(from_log)
+            .map_err(from_log)?;
+        // Pass-through: the edge hears of the batch once the cluster has it too.
+        for (progress, _) in crate::sink_log::forwarded_ends(&self.broker, topic, partition, true) {
+            progress.wait_for(topic, partition, appended.log_end).await;
+        }
+        Ok(())
     }
 
     async fn append_record(

@@ -1,6 +1,8 @@
 //! Background storage upkeep: per-topic retention (`retention.ms`, `retention.bytes`),
-//! time-based segment rolling of idle partitions, and the global `storage.max_bytes`
-//! budget, which deletes the oldest sealed segments across all partitions first.
+//! time-based segment rolling of idle partitions, the global `storage.max_bytes` budget,
+//! which deletes the oldest sealed segments across all partitions first (those the mirror
+//! hub and the Kafka sinks already have before the others), and the short buffer of a
+//! pass-through sink (sealed segments the cluster has are deleted at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +88,8 @@ pub fn enforce(broker: &Broker) {
                 error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed")
             }
         }
+        drop(log);
+        drop_forwarded(broker, partition);
     }
     let budget = broker.config.storage.max_bytes;
     if budget > 0 {
@@ -116,7 +120,10 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
                 let log = p.lock();
                 let (_, ts, _) = log.oldest_sealed()?;
                 let end = log.oldest_sealed_end()?;
-                let mirrored = mirrored_end(broker, p).is_none_or(|hub| hub >= end);
+                let mirrored = mirrored_end(broker, p).is_none_or(|hub| hub >= end)
+                    && crate::sink_log::forwarded_ends(broker, &p.topic, p.index, false)
+                        .iter()
+                        .all(|(_, forwarded)| forwarded.is_some_and(|f| f >= end));
                 Some((mirrored, ts.unwrap_or(i64::MIN), p))
             })
             .collect();
@@ -174,6 +181,41 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
             Ok(None) => break,
             Err(e) => {
                 error!(topic = %partition.topic, partition = partition.index, error = %e, "eviction failed");
+                break;
+            }
+        }
+    }
+}
+
+/// Pass-through sinks: the hub keeps only what the cluster has not acknowledged (and the
+/// active segment) — sealed segments the cluster has are deleted at once.
+fn drop_forwarded(broker: &Broker, partition: &Partition) {
+    let (topic, index) = (&partition.topic, partition.index);
+    if crate::sink_log::forwarded_ends(broker, topic, index, true).is_empty() {
+        return;
+    }
+    // What every sink (pass-through or not) and the mirror hub already have.
+    let Some(forwarded) = crate::sink_log::forwarded_ends(broker, topic, index, false)
+        .iter()
+        .map(|(_, end)| end.unwrap_or(-1))
+        .chain(mirrored_end(broker, partition))
+        .min()
+    else {
+        return;
+    };
+    let mut log = partition.lock();
+    while log.oldest_sealed_end().is_some_and(|end| end <= forwarded) {
+        match log.delete_oldest_segment() {
+            Ok(Some(report)) => {
+                broker
+                    .metrics
+                    .retention_deleted_bytes
+                    .inc_by(report.deleted_bytes);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                error!(topic = %partition.topic, partition = partition.index, error = %e,
+                    "could not delete a segment the Kafka sink forwarded");
                 break;
             }
         }

@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tern_bridges::kafka_sink::config::cursor_group;
+use tern_bridges::kafka_sink::config::{cursor_group, CompiledSink};
 use tern_bridges::kafka_sink::ports::{PortError, SinkCursor, SinkLog};
+use tern_bridges::kafka_sink::progress::SinkProgress;
+use tern_bridges::kafka_sink::status::SharedStatus;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -123,6 +125,33 @@ impl SinkLog for TernSinkLog {
     }
 }
 
+/// A started sink, as the rest of tern sees it.
+#[derive(Clone)]
+pub struct RunningSink {
+    pub sink: Arc<CompiledSink>,
+    pub status: SharedStatus,
+    pub progress: Arc<SinkProgress>,
+}
+
+/// The forwarded end of `topic`-`partition` for every sink that forwards the topic
+/// (`only_pass_through`: only those in pass-through mode). `None` in the list while a
+/// sink has not seen the partition yet.
+pub fn forwarded_ends(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    only_pass_through: bool,
+) -> Vec<(Arc<SinkProgress>, Option<i64>)> {
+    let Ok(sinks) = broker.sinks.lock() else {
+        return Vec::new();
+    };
+    sinks
+        .iter()
+        .filter(|s| s.sink.forwards(topic) && (!only_pass_through || s.sink.config.pass_through))
+        .map(|s| (Arc::clone(&s.progress), s.progress.get(topic, partition)))
+        .collect()
+}
+
 /// Starts every `[[sinks.kafka]]`.
 pub fn start_sinks(
     broker: &Arc<Broker>,
@@ -133,16 +162,21 @@ pub fn start_sinks(
     let log = Arc::new(TernSinkLog::new(Arc::clone(broker)));
     let mut tasks = Vec::new();
     for sink in compiled {
-        let status = tern_bridges::kafka_sink::status::SharedStatus::default();
-        if let Ok(mut list) = broker.sink_status.lock() {
-            list.push(Arc::clone(&status));
+        let running = RunningSink {
+            sink: Arc::new(sink),
+            status: SharedStatus::default(),
+            progress: Arc::new(SinkProgress::default()),
+        };
+        if let Ok(mut list) = broker.sinks.lock() {
+            list.push(running.clone());
         }
-        let meters = broker.metrics.sinks.meters(&sink.config.name);
+        let meters = broker.metrics.sinks.meters(&running.sink.config.name);
         tasks.push(tokio::spawn(tern_bridges::kafka_sink::forwarder::run(
-            Arc::new(sink),
+            running.sink,
             Arc::clone(&log),
             meters,
-            status,
+            running.status,
+            running.progress,
             shutdown.clone(),
         )));
     }

@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 from harness import TERN_BIN, Tern
-from mirror_site import (Certs, caught_up, create_topic, produce, read_all, start_edge, start_hub,
+from mirror_site import (Certs, caught_up, create_topic, mirror_status, produce, read_all, start_edge, start_hub,
                          wait_until, watermarks)
 
 RECORDS = int(os.environ.get("SINK_RECORDS", "200000"))
@@ -196,4 +196,43 @@ def test_what_the_cluster_refuses_is_said_and_the_rest_flows(tmp_path):
         assert assert_same_records(source, "later", cluster, "later") == 200
     finally:
         source.kill()
+        cluster.kill()
+
+
+def test_pass_through_hub_acknowledges_only_what_the_cluster_has_and_keeps_a_short_buffer(tmp_path):
+    """`pass_through = true`: the hub is a QUIC terminator in front of the cluster. While
+    the cluster is away, the edge hears no acknowledgement (it keeps its records); the
+    hub deletes sealed segments as soon as the cluster has them."""
+    cluster = Tern(tmp_path / "cluster", name="cluster").start()
+    certs = Certs(tmp_path / "certs")
+    hub = start_hub(tmp_path, certs, extra=sink_config(cluster, "pass_through = true")
+                    + '[topic_defaults]\n"segment.bytes" = 16384\n')
+    edge = start_edge(tmp_path, certs, "gw-1", hub.quic_port)
+    try:
+        create_topic(edge.bootstrap, "sensors", 2)
+        produce(edge.bootstrap, "sensors", 20_000, codec="none")
+
+        def behind() -> int:
+            return sum(p["records_behind"] for k, p in mirror_status(edge)["edge"]["partitions"].items()
+                       if k.startswith("sensors/"))
+
+        wait_until(lambda: same_ends(edge, "sensors", cluster, "gw-1.sensors"), 120, "sensors in the cluster")
+        wait_until(lambda: behind() == 0, 30, "the edge to hear every acknowledgement")
+
+        cluster.stop()
+        produce(edge.bootstrap, "sensors", 5_000, codec="none", start=20_000)
+        time.sleep(3)
+        held = behind()
+        assert held == 5_000, f"the edge should still wait for 5,000 records, waits for {held}"
+        cluster.start()
+        wait_until(lambda: behind() == 0, 120, "the acknowledgements once the cluster is back")
+        wait_until(lambda: same_ends(edge, "sensors", cluster, "gw-1.sensors"), 60, "everything in the cluster")
+        assert assert_same_records(edge, "sensors", cluster, "gw-1.sensors") == 25_000
+        # The hub's short buffer: sealed segments the cluster has are gone from its disk
+        # (the active segment stays, as in Kafka).
+        wait_until(lambda: all(low > 0 for low, _ in watermarks(hub.bootstrap, "gw-1.sensors").values()),
+                   30, "the hub to delete forwarded segments")
+    finally:
+        edge.kill()
+        hub.kill()
         cluster.kill()

@@ -71,6 +71,10 @@ pub struct KafkaSinkConfig {
     pub retry_backoff_max_ms: u64,
     /// How often new local topics and partitions are looked for.
     pub discovery_interval_ms: u64,
+    /// Pass-through (on a hub): an edge's batch is acknowledged to the edge only once the
+    /// cluster has it, and sealed segments the cluster has are deleted at once — the hub
+    /// keeps a short buffer and the edges keep what the cluster has not acknowledged.
+    pub pass_through: bool,
 }
 
 impl Default for KafkaSinkConfig {
@@ -92,6 +96,7 @@ impl Default for KafkaSinkConfig {
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 10_000,
             discovery_interval_ms: 5_000,
+            pass_through: false,
         }
     }
 }

@@ -27,6 +27,7 @@ use super::config::{CompiledSink, SinkStart};
 use super::metrics::SinkMeters;
 use super::ports::{PortError, SinkCursor, SinkLog};
 use super::producer::{self, Producer};
+use super::progress::SinkProgress;
 use super::status::{SharedStatus, SinkPartitionStatus};
 use crate::backoff::Backoff;
 
@@ -81,6 +82,15 @@ impl Lane {
     }
 }
 
+/// What one lane put into a Produce request: (local base offset, offsets) of each data
+/// batch, the local offset after the last batch read, and the bytes sent.
+struct Sent {
+    lane: usize,
+    spans: Vec<(i64, i64)>,
+    end: i64,
+    bytes: u64,
+}
+
 /// One (source offset ↔ target offset) pair to publish.
 struct OffsetSync {
     topic: String,
@@ -95,6 +105,7 @@ struct Forwarder<L: SinkLog> {
     log: Arc<L>,
     meters: SinkMeters,
     status: SharedStatus,
+    progress: Arc<SinkProgress>,
     cluster: Cluster,
     producer: Option<Producer>,
     lanes: Vec<Lane>,
@@ -109,6 +120,7 @@ pub async fn run<L: SinkLog>(
     log: Arc<L>,
     meters: SinkMeters,
     status: SharedStatus,
+    progress: Arc<SinkProgress>,
     shutdown: CancellationToken,
 ) {
     let config = &sink.config;
@@ -122,6 +134,7 @@ pub async fn run<L: SinkLog>(
         log,
         meters,
         status,
+        progress,
         cluster,
         producer: None,
         lanes: Vec::new(),
@@ -528,7 +541,7 @@ impl<L: SinkLog> Forwarder<L> {
             };
             // What each partition sends: batches past the cursor, control batches left out.
             let mut parts = Vec::new();
-            let mut sent: Vec<(usize, Vec<(i64, i64)>, i64, u64)> = Vec::new();
+            let mut sent: Vec<Sent> = Vec::new();
             for (i, bytes) in &plan {
                 let lane = &self.lanes[*i];
                 let found: Vec<StoredBatch<'_>> = batch::batches(bytes)
@@ -544,19 +557,35 @@ impl<L: SinkLog> Forwarder<L> {
                 let size: u64 = data.iter().map(|b| b.bytes.len() as u64).sum();
                 if data.is_empty() {
                     // Only control batches: nothing for the cluster.
-                    sent.push((*i, spans, end, 0));
+                    sent.push(Sent {
+                        lane: *i,
+                        spans,
+                        end,
+                        bytes: 0,
+                    });
                     continue;
                 }
                 let stamped = producer.stamp(&lane.target, lane.partition, data.into_iter());
                 parts.push((lane.target.clone(), lane.partition, stamped));
-                sent.push((*i, spans, end, size));
+                sent.push(Sent {
+                    lane: *i,
+                    spans,
+                    end,
+                    bytes: size,
+                });
             }
             let acks = if parts.is_empty() {
                 HashMap::new()
             } else {
                 producer::produce(&mut self.cluster, node, timeout, parts).await?
             };
-            for (i, spans, end, size) in sent {
+            for Sent {
+                lane: i,
+                spans,
+                end,
+                bytes: size,
+            } in sent
+            {
                 if spans.is_empty() {
                     self.lanes[i].next = end;
                     progress = true;
@@ -793,6 +822,7 @@ impl<L: SinkLog> Forwarder<L> {
             .lanes
             .iter()
             .map(|l| {
+                self.progress.set(&l.topic, l.partition, l.next);
                 let lag = (l.log_end - l.next).max(0);
                 self.meters.set_lag(&l.topic, l.partition, lag);
                 SinkPartitionStatus {

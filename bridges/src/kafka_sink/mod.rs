@@ -9,6 +9,7 @@
 //! - `producer`  producer id, sequences, Produce requests
 //! - `admin`     ListOffsets, CreateTopics, CreatePartitions
 //! - `forwarder` one sink's loop: read, send, acknowledge, store cursors, offset syncs
+//! - `progress`  what the cluster has, per partition, for the hub's pass-through mode
 //! - `metrics`, `status`
 
 pub mod admin;
@@ -19,4 +20,5 @@ pub mod forwarder;
 pub mod metrics;
 pub mod ports;
 pub mod producer;
+pub mod progress;
 pub mod status;
