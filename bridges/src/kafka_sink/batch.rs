@@ -112,6 +112,16 @@ pub fn next_sequence(sequence: i32, count: i64) -> i32 {
     ((i64::from(sequence) + count) % (i64::from(i32::MAX) + 1)) as i32
 }
 
+/// A stored batch for tests: `values` at offsets from `base`.
+#[cfg(test)]
+pub(crate) fn stored(
+    base: i64,
+    values: &[&str],
+    compression: kafka_protocol::records::Compression,
+) -> Vec<u8> {
+    tests::stored(base, values, compression)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +131,7 @@ mod tests {
         TimestampType,
     };
 
-    fn stored(base: i64, values: &[&str], compression: Compression) -> Vec<u8> {
+    pub(super) fn stored(base: i64, values: &[&str], compression: Compression) -> Vec<u8> {
         let records: Vec<Record> = values
             .iter()
             .enumerate()

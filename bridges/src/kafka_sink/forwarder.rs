@@ -124,25 +124,7 @@ pub async fn run<L: SinkLog>(
     shutdown: CancellationToken,
 ) {
     let config = &sink.config;
-    let cluster = Cluster::new(
-        config.bootstrap_servers.clone(),
-        sink.client_id.clone(),
-        Duration::from_millis(config.request_timeout_ms),
-    );
-    let mut f = Forwarder {
-        sink: Arc::clone(&sink),
-        log,
-        meters,
-        status,
-        progress,
-        cluster,
-        producer: None,
-        lanes: Vec::new(),
-        stored: HashMap::new(),
-        syncs: VecDeque::new(),
-        last_error: None,
-        forwarded: 0,
-    };
+    let mut f = Forwarder::new(Arc::clone(&sink), log, meters, status, progress);
     let name = sink.config.name.clone();
     let mut retry = Backoff::new(config.retry_backoff_ms, config.retry_backoff_max_ms);
     loop {
@@ -217,6 +199,34 @@ pub async fn run<L: SinkLog>(
 }
 
 impl<L: SinkLog> Forwarder<L> {
+    fn new(
+        sink: Arc<CompiledSink>,
+        log: Arc<L>,
+        meters: SinkMeters,
+        status: SharedStatus,
+        progress: Arc<SinkProgress>,
+    ) -> Forwarder<L> {
+        let cluster = Cluster::new(
+            sink.config.bootstrap_servers.clone(),
+            sink.client_id.clone(),
+            Duration::from_millis(sink.config.request_timeout_ms),
+        );
+        Forwarder {
+            sink,
+            log,
+            meters,
+            status,
+            progress,
+            cluster,
+            producer: None,
+            lanes: Vec::new(),
+            stored: HashMap::new(),
+            syncs: VecDeque::new(),
+            last_error: None,
+            forwarded: 0,
+        }
+    }
+
     fn name(&self) -> &str {
         &self.sink.config.name
     }
@@ -850,5 +860,117 @@ impl<L: SinkLog> Forwarder<L> {
             s.records_forwarded = self.forwarded;
             s.partitions = partitions;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka_sink::config::{compile, KafkaSinkConfig};
+    use crate::kafka_sink::metrics::SinkMetrics;
+    use tokio::sync::watch;
+
+    /// One local partition `t`-0 of four stored batches of 100 records.
+    struct FakeLog {
+        bytes: Vec<u8>,
+        events: watch::Sender<u64>,
+    }
+
+    impl SinkLog for FakeLog {
+        fn topics(&self) -> Vec<(String, i32)> {
+            vec![("t".into(), 1)]
+        }
+        fn offsets(&self, _: &str, _: i32) -> Result<(i64, i64), PortError> {
+            Ok((0, 400))
+        }
+        fn read_batches(&self, _: &str, _: i32, offset: i64, _: usize) -> Result<Bytes, PortError> {
+            let from = batch::batches(&self.bytes)
+                .iter()
+                .take_while(|b| b.next_offset() <= offset)
+                .map(|b| b.bytes.len())
+                .sum::<usize>();
+            Ok(Bytes::copy_from_slice(&self.bytes[from..]))
+        }
+        fn durable_events(&self) -> watch::Receiver<u64> {
+            self.events.subscribe()
+        }
+        fn load_cursors(&self, _: &str) -> Result<Vec<SinkCursor>, PortError> {
+            Ok(Vec::new())
+        }
+        async fn save_cursors(&self, _: &str, _: Vec<SinkCursor>) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    /// A forwarder whose lane `t`-0 restarts from a stored cursor (offset 100, the
+    /// target ended at 1100 then).
+    fn restarted() -> Forwarder<FakeLog> {
+        let mut bytes = Vec::new();
+        for base in [0, 100, 200, 300] {
+            let values: Vec<String> = (0..100).map(|i| format!("v{}", base + i)).collect();
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            bytes.extend(batch::stored(
+                base,
+                &values,
+                kafka_protocol::records::Compression::None,
+            ));
+        }
+        let config = KafkaSinkConfig {
+            name: "dc".into(),
+            bootstrap_servers: vec!["127.0.0.1:9".into()],
+            topics: vec!["t".into()],
+            ..Default::default()
+        };
+        let sink = compile(&[config]).expect("config").remove(0);
+        let log = FakeLog {
+            bytes,
+            events: watch::Sender::new(0),
+        };
+        let mut f = Forwarder::new(
+            Arc::new(sink),
+            Arc::new(log),
+            SinkMetrics::default().meters("dc"),
+            SharedStatus::default(),
+            Arc::new(SinkProgress::default()),
+        );
+        f.stored.insert(
+            ("t".into(), 0),
+            SinkCursor {
+                topic: "t".into(),
+                partition: 0,
+                offset: 100,
+                target_end: 1100,
+            },
+        );
+        f.discover();
+        f
+    }
+
+    #[test]
+    fn batches_the_cluster_got_after_the_last_saved_cursor_are_not_sent_again() {
+        let mut f = restarted();
+        f.reconcile_lane(0, 1300).expect("reconciled");
+        assert_eq!((f.lanes[0].next, f.lanes[0].target_end), (300, Some(1300)));
+        assert!(f.lanes[0].reconcile.is_none());
+    }
+
+    #[test]
+    fn nothing_is_skipped_when_the_cluster_ends_where_the_cursor_says() {
+        let mut f = restarted();
+        f.reconcile_lane(0, 1100).expect("reconciled");
+        assert_eq!((f.lanes[0].next, f.lanes[0].target_end), (100, Some(1100)));
+    }
+
+    #[test]
+    fn records_someone_else_wrote_skip_only_whole_batches_and_a_shorter_target_skips_nothing() {
+        let mut f = restarted();
+        f.reconcile_lane(0, 1250).expect("reconciled");
+        assert_eq!(
+            f.lanes[0].next, 200,
+            "one whole batch fits in 150 unexplained offsets"
+        );
+        let mut f = restarted();
+        f.reconcile_lane(0, 900).expect("reconciled");
+        assert_eq!((f.lanes[0].next, f.lanes[0].target_end), (100, Some(900)));
     }
 }
