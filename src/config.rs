@@ -343,6 +343,38 @@ mod tests {
     }
 
     #[test]
+    fn the_kafka_sink_example_is_valid_and_matches_the_defaults() {
+        let config = Config::parse(include_str!("../configs/kafka-sink.toml"), None)
+            .expect("configs/kafka-sink.toml parses and is valid");
+        let sinks =
+            tern_bridges::kafka_sink::config::compile(&config.sinks.kafka).expect("compiles");
+        assert_eq!(sinks.len(), 1);
+        assert!(sinks[0].forwards("gw-017.sensors") && !sinks[0].forwards("sensors"));
+        let example = &sinks[0].config;
+        let default = tern_bridges::kafka_sink::config::KafkaSinkConfig::default();
+        assert_eq!(
+            (
+                example.max_request_bytes,
+                example.request_timeout_ms,
+                example.topics.clone()
+            ),
+            (
+                default.max_request_bytes,
+                default.request_timeout_ms,
+                default.topics.clone()
+            )
+        );
+        let err = Config::parse(
+            "[[sinks.kafka]]\nname = \"dc\"\nbootstrap_servers = [\"k:1\"]\nbootstrap = 1\n",
+            None,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `bootstrap`"), "{err}");
+    }
+
+    #[test]
     fn the_mirror_examples_are_valid_apart_from_their_certificate_files() {
         for (text, key) in [
             (include_str!("../configs/mirror-edge.toml"), "mirror.cert"),
