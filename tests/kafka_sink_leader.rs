@@ -5,6 +5,8 @@
 //! answers Produce requests that reach the other broker with NOT_LEADER_OR_FOLLOWER (as a
 //! Kafka follower does). The test moves the leader back and forth while a source tern's
 //! sink forwards records, and checks that the target has every record once, in order.
+//! Once, the leader answers OUT_OF_ORDER_SEQUENCE_NUMBER without writing (a cluster that
+//! lost the producer's state): the sink bumps its epoch and goes on, still exactly once.
 
 mod common;
 
@@ -25,11 +27,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 
 /// Counters the test reads.
 #[derive(Default)]
 struct Seen {
     refused: AtomicU64,
+    /// Answer the next Produce at the leader with OUT_OF_ORDER_SEQUENCE_NUMBER.
+    out_of_order: std::sync::atomic::AtomicBool,
     accepted: [AtomicU64; 2],
 }
 
@@ -85,7 +90,15 @@ async fn serve(
         let header = RequestHeader::decode(&mut body, key.request_header_version(version))
             .expect("request header");
         let response_header_version = key.response_header_version(version);
-        if key == ApiKey::Produce && leader.load(Ordering::SeqCst) != node {
+        let not_leader = leader.load(Ordering::SeqCst) != node;
+        let refuse = key == ApiKey::Produce
+            && (not_leader || seen.out_of_order.swap(false, Ordering::SeqCst));
+        if refuse {
+            let code = if not_leader {
+                NOT_LEADER_OR_FOLLOWER
+            } else {
+                OUT_OF_ORDER_SEQUENCE_NUMBER
+            };
             let produce = ProduceRequest::decode(&mut body, version).expect("produce request");
             let response = ProduceResponse::default().with_responses(
                 produce
@@ -100,7 +113,7 @@ async fn serve(
                                     .map(|p| {
                                         PartitionProduceResponse::default()
                                             .with_index(p.index)
-                                            .with_error_code(NOT_LEADER_OR_FOLLOWER)
+                                            .with_error_code(code)
                                             .with_base_offset(-1)
                                     })
                                     .collect(),
@@ -108,7 +121,9 @@ async fn serve(
                     })
                     .collect(),
             );
-            seen.refused.fetch_add(1, Ordering::SeqCst);
+            if not_leader {
+                seen.refused.fetch_add(1, Ordering::SeqCst);
+            }
             let out = encode_response(
                 header.correlation_id,
                 response_header_version,
@@ -211,6 +226,9 @@ async fn the_sink_follows_leaders_that_move_and_writes_every_record_once() {
     assert_eq!(create_topic(&mut client, "events", 2, &[]).await, 0);
     let batches = 60;
     for i in 0..batches {
+        if i == 25 {
+            seen.out_of_order.store(true, Ordering::SeqCst);
+        }
         if i % 10 == 9 {
             // The leader moves to the other broker.
             leader.store(
@@ -257,5 +275,12 @@ async fn the_sink_follows_leaders_that_move_and_writes_every_record_once() {
         "produce requests accepted at broker 1: {at_1}, at broker 2: {at_2}"
     );
     assert!(source.metric("tern_sink_retries_total{sink=\"dc\"}") >= 1.0);
+    assert!(
+        !seen.out_of_order.load(Ordering::SeqCst),
+        "the injected error was never sent"
+    );
+    let log = source.log();
+    assert!(log.contains("bumping the producer epoch"), "{log}");
+    assert!(log.contains("epoch=1"), "the epoch was not bumped:\n{log}");
     eprintln!("leader moves: 5; NOT_LEADER answers: {refused}; produce requests at broker 1: {at_1}, at broker 2: {at_2}");
 }

@@ -108,6 +108,8 @@ struct Forwarder<L: SinkLog> {
     progress: Arc<SinkProgress>,
     cluster: Cluster,
     producer: Option<Producer>,
+    /// The identity whose epoch the next InitProducerId bumps.
+    previous: Option<(i64, i16)>,
     lanes: Vec<Lane>,
     stored: HashMap<(String, i32), SinkCursor>,
     syncs: VecDeque<OffsetSync>,
@@ -219,6 +221,7 @@ impl<L: SinkLog> Forwarder<L> {
             progress,
             cluster,
             producer: None,
+            previous: None,
             lanes: Vec::new(),
             stored: HashMap::new(),
             syncs: VecDeque::new(),
@@ -289,7 +292,8 @@ impl<L: SinkLog> Forwarder<L> {
         }
         self.prepare_targets().await?;
         if self.producer.is_none() {
-            let producer = Producer::init(&mut self.cluster).await?;
+            let producer = Producer::init(&mut self.cluster, self.previous).await?;
+            self.previous = None;
             info!(sink = %self.name(), producer_id = producer.producer_id, epoch = producer.epoch, "Kafka sink has a producer id");
             self.meters.connected.set(1);
             self.last_error = None;
@@ -692,7 +696,8 @@ impl<L: SinkLog> Forwarder<L> {
                 // partition where it ends before sending again.
                 self.meters.retries.inc();
                 warn!(sink = %name, topic = %lane.topic, partition = lane.partition, error = ?error,
-                    "the cluster no longer accepts this producer's sequence; taking a new producer id");
+                    "the cluster no longer accepts this producer's sequence; bumping the producer epoch");
+                self.previous = self.producer.as_ref().map(|p| (p.producer_id, p.epoch));
                 self.producer = None;
                 self.meters.connected.set(0);
                 for l in self.lanes.iter_mut() {

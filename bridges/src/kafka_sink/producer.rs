@@ -1,7 +1,8 @@
 //! The sink as an idempotent Kafka producer: one producer id from the cluster, one
 //! sequence per target partition, acks=all. A retried request carries the same
 //! sequences, so the cluster writes it once; after an error that breaks the sequence the
-//! sink takes a new producer id and starts every sequence at 0 again.
+//! sink bumps its epoch (KIP-360: InitProducerId v3+ with its current id and epoch; a new
+//! producer id where the cluster cannot) and starts every sequence at 0 again.
 
 use std::collections::HashMap;
 
@@ -25,11 +26,37 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Asks the cluster for a producer id (InitProducerId without a transactional id).
-    pub async fn init(cluster: &mut Cluster) -> Result<Producer, SinkError> {
+    /// Asks the cluster for a producer id (InitProducerId without a transactional id);
+    /// with `previous`, for that id with its epoch bumped, falling back to a new id.
+    pub async fn init(
+        cluster: &mut Cluster,
+        previous: Option<(i64, i16)>,
+    ) -> Result<Producer, SinkError> {
         let node = cluster
             .any_broker()
             .ok_or_else(|| SinkError::NoBroker("the metadata named no broker".into()))?;
+        if let Some((id, epoch)) = previous {
+            let bump = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(-1)
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch);
+            match cluster.request(node, &bump, 3..=4).await {
+                Ok(r) if r.error_code == 0 && r.producer_id.0 == id => {
+                    return Ok(Producer {
+                        producer_id: id,
+                        epoch: r.producer_epoch,
+                        sequences: HashMap::new(),
+                    })
+                }
+                // Too old a cluster, or it refused: a new producer id does as well.
+                Ok(_)
+                | Err(SinkError::Client(crate::kafka_client::ClientError::Unsupported {
+                    ..
+                })) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let request = InitProducerIdRequest::default()
             .with_transactional_id(None)
             .with_transaction_timeout_ms(-1)
