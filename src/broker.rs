@@ -41,6 +41,8 @@ pub struct Broker {
     pub mirror_edge: std::sync::OnceLock<tern_mirror::config::Edge>,
     /// On a hub: topic prefixes of mirrored edges, closed to Kafka producers.
     pub mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces,
+    /// SASL users of the Kafka listeners (`<data_dir>/users.json`).
+    pub users: crate::users::Users,
     /// The running `[[sinks.kafka]]` (what `/v1/sinks` shows, what they forwarded).
     pub sinks: std::sync::Mutex<Vec<crate::sink_log::RunningSink>>,
     advertised_host: String,
@@ -133,6 +135,7 @@ impl Broker {
                 mirror_status: Default::default(),
                 mirror_edge: std::sync::OnceLock::new(),
                 sinks: std::sync::Mutex::new(Vec::new()),
+                users: crate::users::Users::open(&config.broker.data_dir),
                 mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces::load(
                     &config.broker.data_dir,
                 ),

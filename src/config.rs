@@ -119,6 +119,8 @@ pub struct KafkaSection {
     pub max_queued_response_bytes: u64,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
+    /// More listeners, each with its own security protocol (`[[kafka.listeners]]`).
+    pub listeners: Vec<crate::kafka::listener::ListenerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +160,7 @@ impl Default for KafkaSection {
             max_fetch_bytes: 50 * 1024 * 1024,
             max_queued_response_bytes: 64 * 1024 * 1024,
             auto_create_topics: true,
+            listeners: Vec::new(),
             default_partitions: 1,
         }
     }
@@ -219,6 +222,11 @@ impl Config {
         }
         if self.kafka.max_request_bytes < 1024 {
             return Err(invalid("kafka.max_request_bytes", "must be >= 1024"));
+        }
+        for (i, listener) in self.kafka.listeners.iter().enumerate() {
+            listener
+                .validate(i)
+                .map_err(|(key, reason)| invalid(&key, &reason))?;
         }
         if self.kafka.max_connections == 0 {
             return Err(invalid("kafka.max_connections", "must be >= 1"));

@@ -41,6 +41,7 @@ pub mod scrub;
 pub mod server;
 pub mod sink_log;
 pub mod topics;
+pub mod users;
 
 #[global_allocator]
 static ALLOCATOR: alloc::TernAllocator = alloc::TernAllocator;

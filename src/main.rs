@@ -34,6 +34,17 @@ enum Command {
         #[command(subcommand)]
         command: cli::mirror::CertsCommand,
     },
+    /// SASL users of the Kafka listeners (SCRAM credentials in <data_dir>/users.json).
+    Users {
+        /// The data directory (default: `broker.data_dir` of --config).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// The configuration whose `broker.data_dir` holds the users.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: cli::users::UsersCommand,
+    },
     /// Mirror links: `[mirror]` on an edge, `[hub]` on a hub.
     Mirror {
         #[command(subcommand)]
@@ -173,6 +184,11 @@ fn run() -> anyhow::Result<()> {
         Command::Consume { connection, args } => run_client(cli::consume(&connection, args)),
         Command::Offsets { connection, args } => run_client(cli::offsets(&connection, args)),
         Command::Certs { command } => cli::mirror::certs(command),
+        Command::Users {
+            data_dir,
+            config,
+            command,
+        } => cli::users::run(cli::users::data_dir(data_dir, config)?, command),
         Command::Mirror { command } => match command {
             cli::mirror::MirrorCommand::Status { http, json } => {
                 let runtime = tokio::runtime::Builder::new_current_thread()

@@ -29,6 +29,7 @@ pub struct Metrics {
     fsync_partitions: Counter,
     pub connections: Gauge,
     pub connections_rejected: Counter,
+    pub auth_failures: Counter,
     pub bad_requests: Counter,
     log_size: Family<Labels, Gauge>,
     log_segments: Family<Labels, Gauge>,
@@ -63,6 +64,7 @@ impl Metrics {
             fsync_partitions: Counter::default(),
             connections: Gauge::default(),
             connections_rejected: Counter::default(),
+            auth_failures: Counter::default(),
             bad_requests: Counter::default(),
             log_size: Family::default(),
             log_segments: Family::default(),
@@ -146,6 +148,11 @@ impl Metrics {
             "connections_rejected",
             "Connections refused at the connection limit",
             m.connections_rejected.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed SASL authentications, and requests sent before authenticating",
+            m.auth_failures.clone(),
         );
         registry.register(
             "bad_requests",

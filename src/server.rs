@@ -10,6 +10,7 @@ use tracing::{error, info};
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::kafka::listener::Listener;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +62,52 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             addr: http_addr.to_string(),
             source,
         })?;
+    // The [[kafka.listeners]] (bound before the data directory opens: a port in use fails
+    // fast).
+    let mut extra_listeners = Vec::new();
+    for l in &config.kafka.listeners {
+        let socket = TcpListener::bind(&l.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: "kafka.listeners",
+                addr: l.listen.clone(),
+                source,
+            })?;
+        let local = socket.local_addr().map_err(|source| ServeError::Bind {
+            what: "kafka.listeners",
+            addr: l.listen.clone(),
+            source,
+        })?;
+        extra_listeners.push((l.clone(), socket, local));
+    }
     let data_dir = config.broker.data_dir.clone();
     let config_for_open = config.clone();
     let metrics = Arc::new(Metrics::new());
     let (broker, group_commit_task) = Broker::open(config_for_open, kafka_local.port(), metrics)?;
     let topics = broker.topics.list().len();
+    let (host, port) = broker.advertised();
+    let mut listeners = vec![(
+        Arc::new(Listener::plaintext("PLAINTEXT", (host.to_string(), port))),
+        kafka_listener,
+    )];
+    for (l, socket, local) in extra_listeners {
+        let host = if !l.advertised_host.is_empty() {
+            l.advertised_host.clone()
+        } else if !local.ip().is_unspecified() {
+            local.ip().to_string()
+        } else {
+            host.to_string()
+        };
+        let port = if l.advertised_port != 0 {
+            l.advertised_port
+        } else {
+            local.port()
+        };
+        let listener =
+            Listener::from_config(&l, (host, i32::from(port))).map_err(ServeError::Config)?;
+        info!(listener = %l.name, listen = %local, protocol = ?l.security_protocol, "Kafka listener");
+        listeners.push((Arc::new(listener), socket));
+    }
     let mirror = crate::mirror_log::start(&broker, shutdown.clone()).map_err(ServeError::Config)?;
     let hub = mirror.hub_addr.map(|a| a.to_string()).unwrap_or_default();
     // Tests and scripts wait for this line: all ports are bound and recovery is done.
@@ -88,7 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         crate::bridge_log::start_bridges(&broker, shutdown.clone()).map_err(ServeError::Config)?;
     let sinks =
         crate::sink_log::start_sinks(&broker, shutdown.clone()).map_err(ServeError::Config)?;
-    crate::kafka::server::run(Arc::clone(&broker), kafka_listener, shutdown.clone()).await;
+    crate::kafka::server::run(Arc::clone(&broker), listeners, shutdown.clone()).await;
     for sink in sinks {
         let _ = sink.await;
     }

@@ -55,3 +55,20 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError
     };
     Ok(Arc::new(config))
 }
+
+/// rustls server configuration (ring provider, TLS 1.2 and 1.3) from a PEM certificate
+/// chain and key: the Kafka listener's SSL and SASL_SSL.
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = certificates(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| file_err(key_file, e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}

@@ -9,6 +9,7 @@ pub mod mirror;
 pub mod produce;
 
 pub mod topics;
+pub mod users;
 
 use std::time::Duration;
 

@@ -13,8 +13,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
@@ -23,7 +22,15 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::api::{self, Reply};
 use super::decode_guard;
+use super::listener::Listener;
+use super::sasl::{SaslSession, UNAUTHENTICATED_MAX_FRAME};
 use crate::broker::Broker;
+
+/// How long a client has for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The pause before answering a failed authentication (Kafka's
+/// `connection.failed.authentication.delay.ms`): slows password guessing.
+const FAILED_AUTH_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Smallest valid request: api key, api version, correlation id.
 const MIN_REQUEST_BYTES: usize = 8;
@@ -57,18 +64,58 @@ enum Outgoing {
 
 pub async fn serve(
     broker: Arc<Broker>,
+    listener: Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
-    let span = tracing::info_span!("kafka_connection", %peer);
+    let span = tracing::info_span!("kafka_connection", %peer, listener = %listener.name);
     async move {
         broker.metrics.connections.inc();
-        let (reader, writer) = stream.into_split();
+        match listener.acceptor() {
+            None => {
+                let (reader, writer) = stream.into_split();
+                serve_stream(&broker, &listener, reader, writer, peer, &shutdown).await;
+            }
+            Some(acceptor) => {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let (reader, writer) = tokio::io::split(tls);
+                        serve_stream(&broker, &listener, reader, writer, peer, &shutdown).await;
+                    }
+                    Ok(Err(e)) => {
+                        broker.metrics.bad_requests.inc();
+                        info!(error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        broker.metrics.bad_requests.inc();
+                        info!("TLS handshake timed out");
+                    }
+                }
+            }
+        }
+        broker.metrics.connections.dec();
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve_stream<R, W>(
+    broker: &Arc<Broker>,
+    listener: &Arc<Listener>,
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    {
         let (tx, rx) = mpsc::channel(broker.config.kafka.max_in_flight_requests);
         let writer_task = tokio::spawn(write_responses(writer, rx).in_current_span());
-        let outcome = read_requests(&broker, peer, reader, tx, &shutdown).await;
+        let outcome = read_requests(broker, listener, peer, reader, tx, shutdown).await;
         match outcome {
             Ok(()) | Err(None) => debug!("client closed the connection"),
             Err(Some(why)) => {
@@ -78,13 +125,13 @@ pub async fn serve(
         }
         // In-flight requests still get their responses (graceful shutdown included).
         let _ = writer_task.await;
-        broker.metrics.connections.dec();
     }
-    .instrument(span)
-    .await
 }
 
-async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<Option<Bytes>, FrameError> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: u32,
+) -> Result<Option<Bytes>, FrameError> {
     let mut prefix = [0u8; 4];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -124,16 +171,26 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<Option<Bytes
 
 /// Reads and dispatches requests until the client leaves (`Ok`), shutdown (`Ok`), or a
 /// protocol error (`Err(Some(reason))`). `Err(None)`: the writer stopped first.
-async fn read_requests(
+async fn read_requests<R: AsyncRead + Unpin>(
     broker: &Arc<Broker>,
+    listener: &Arc<Listener>,
     peer: SocketAddr,
-    mut reader: OwnedReadHalf,
+    mut reader: R,
     tx: mpsc::Sender<Outgoing>,
     shutdown: &CancellationToken,
 ) -> Result<(), Option<String>> {
-    let max = broker.config.kafka.max_request_bytes;
     let fetch_queue = api::FetchQueue::new();
+    let mut sasl = SaslSession::new(listener);
     loop {
+        let max = if sasl.authenticated() {
+            broker.config.kafka.max_request_bytes
+        } else {
+            broker
+                .config
+                .kafka
+                .max_request_bytes
+                .min(UNAUTHENTICATED_MAX_FRAME)
+        };
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             frame = read_frame(&mut reader, max) => frame.map_err(|e| Some(e.to_string()))?,
@@ -174,7 +231,69 @@ async fn read_requests(
             decode_guard::decode(&mut frame, api.request_header_version(version))
                 .map_err(|e| Some(format!("malformed request header: {e}")))?;
         let response_header = response_header(header.correlation_id, api, version).map_err(Some)?;
+        match api {
+            ApiKey::SaslHandshake => {
+                let request = decode_guard::decode(&mut frame, version)
+                    .map_err(|e| Some(format!("malformed SaslHandshake: {e}")))?;
+                let response = sasl.handshake(listener, request);
+                let body = api::encode(&response, version);
+                send(
+                    &tx,
+                    Outgoing::Ready {
+                        header: response_header,
+                        body,
+                    },
+                )
+                .await?;
+                continue;
+            }
+            ApiKey::SaslAuthenticate => {
+                let request = decode_guard::decode(&mut frame, version)
+                    .map_err(|e| Some(format!("malformed SaslAuthenticate: {e}")))?;
+                let answer = sasl.authenticate(&broker.users, request);
+                let body = api::encode(&answer.response, version);
+                let Some(why) = answer.failed else {
+                    if let Some(principal) = sasl.principal() {
+                        debug!(%principal, "authenticated");
+                    }
+                    send(
+                        &tx,
+                        Outgoing::Ready {
+                            header: response_header,
+                            body,
+                        },
+                    )
+                    .await?;
+                    continue;
+                };
+                broker.metrics.auth_failures.inc();
+                warn!(reason = %why, "authentication failed");
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep(FAILED_AUTH_DELAY).await;
+                    body
+                });
+                send(
+                    &tx,
+                    Outgoing::Waiting {
+                        header: response_header,
+                        task,
+                    },
+                )
+                .await?;
+                return Err(None);
+            }
+            ApiKey::ApiVersions => {}
+            _ if !sasl.authenticated() => {
+                broker.metrics.auth_failures.inc();
+                return Err(Some(format!(
+                    "{api:?} before SASL authentication (listener {} is {:?})",
+                    listener.name, listener.protocol
+                )));
+            }
+            _ => {}
+        }
         let context = api::RequestContext {
+            listener: Arc::clone(listener),
             fetch_queue: Arc::clone(&fetch_queue),
             client_id: header
                 .client_id
@@ -230,7 +349,7 @@ fn response_header(correlation_id: i32, api: ApiKey, version: i16) -> Result<Byt
     Ok(buf)
 }
 
-async fn write_responses(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_responses<W: AsyncWrite + Unpin>(writer: W, mut rx: mpsc::Receiver<Outgoing>) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(outgoing) = rx.recv().await {
         let (header, body) = match outgoing {

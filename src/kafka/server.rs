@@ -1,55 +1,88 @@
-//! The Kafka listener: accept connections up to `kafka.max_connections`, one task each.
+//! The Kafka listeners: accept connections on every listener up to
+//! `kafka.max_connections` in all, one task each.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::connection;
+use super::listener::Listener;
 use crate::broker::Broker;
 
 /// Serves until `shutdown` fires, then waits for every connection to answer what it has
 /// already read.
-pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
+pub async fn run(
+    broker: Arc<Broker>,
+    listeners: Vec<(Arc<Listener>, TcpListener)>,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(broker.config.kafka.max_connections));
+    let (accepted_tx, mut accepted) = mpsc::channel::<(TcpStream, SocketAddr, Arc<Listener>)>(64);
+    let mut acceptors = JoinSet::new();
+    for (listener, socket) in listeners {
+        let (tx, shutdown) = (accepted_tx.clone(), shutdown.clone());
+        acceptors.spawn(async move {
+            loop {
+                let result = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    result = socket.accept() => result,
+                };
+                match result {
+                    Ok((stream, peer)) => {
+                        if tx
+                            .send((stream, peer, Arc::clone(&listener)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(listener = %listener.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
     let mut connections = JoinSet::new();
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer, listener) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            next = accepted.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    broker.metrics.connections_rejected.inc();
-                    warn!(%peer, limit = broker.config.kafka.max_connections,
-                        "connection refused: kafka.max_connections reached");
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                connections.spawn(connection::serve(
-                    Arc::clone(&broker),
-                    stream,
-                    peer,
-                    shutdown.clone(),
-                    permit,
-                ));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            broker.metrics.connections_rejected.inc();
+            warn!(%peer, limit = broker.config.kafka.max_connections,
+                "connection refused: kafka.max_connections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection::serve(
+            Arc::clone(&broker),
+            listener,
+            stream,
+            peer,
+            shutdown.clone(),
+            permit,
+        ));
     }
+    acceptors.shutdown().await;
     info!(
         open = connections.len(),
-        "listener stopped; finishing in-flight requests"
+        "listeners stopped; finishing in-flight requests"
     );
     while connections.join_next().await.is_some() {}
 }

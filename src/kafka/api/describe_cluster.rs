@@ -8,8 +8,12 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS};
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, request: DescribeClusterRequest) -> DescribeClusterResponse {
-    let (host, port) = broker.advertised();
+pub fn handle(
+    broker: &Arc<Broker>,
+    listener: &crate::kafka::listener::Listener,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let (host, port) = (listener.advertised.0.as_str(), listener.advertised.1);
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(&broker.config.broker.cluster_id))
         .with_controller_id(BrokerId(broker.node_id()))

@@ -10,10 +10,11 @@ use crate::broker::Broker;
 
 pub fn handle(
     broker: &Arc<Broker>,
+    listener: &crate::kafka::listener::Listener,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.advertised();
+    let (host, port) = (listener.advertised.0.as_str(), listener.advertised.1);
     let node = BrokerId(broker.node_id());
     if version >= 4 {
         let coordinators = request

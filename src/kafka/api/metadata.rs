@@ -15,9 +15,14 @@ use crate::broker::Broker;
 use crate::kafka::errors::topic_error_code;
 use crate::topics::Topic;
 
-pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    listener: &crate::kafka::listener::Listener,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let node = broker.node_id();
-    let (host, port) = broker.advertised();
+    let (host, port) = (listener.advertised.0.as_str(), listener.advertised.1);
     // v0: an empty list means all topics; v1+: null means all topics.
     let requested: Option<Vec<String>> = match request.topics {
         None => None,

@@ -71,11 +71,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetDelete, 0, 0),
+    // Answered by the connection itself (kafka/sasl.rs). Handshake v0 (raw tokens
+    // after it) is not offered: every client since Kafka 1.0 uses v1.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Who sent a request (JoinGroup records it; DescribeGroups shows it), and the
 /// connection's own limits.
 pub struct RequestContext {
+    /// The listener the client connected to (its advertised address answers Metadata).
+    pub listener: Arc<crate::kafka::listener::Listener>,
     pub client_id: String,
     pub peer: std::net::SocketAddr,
     /// One Fetch response of this connection is prepared or queued at a time: a client
@@ -197,7 +203,12 @@ fn handle(
             Reply::now(api_versions::response(), version)
         }
         ApiKey::Metadata => Reply::now(
-            metadata::handle(broker, decode(api, version, body)?, version),
+            metadata::handle(
+                broker,
+                &context.listener,
+                decode(api, version, body)?,
+                version,
+            ),
             version,
         ),
         ApiKey::Produce => produce::handle(broker, decode(api, version, body)?, version),
@@ -241,7 +252,10 @@ fn handle(
         ),
         ApiKey::DescribeCluster => {
             let request: m::DescribeClusterRequest = decode(api, version, body)?;
-            Reply::now(describe_cluster::handle(broker, request), version)
+            Reply::now(
+                describe_cluster::handle(broker, &context.listener, request),
+                version,
+            )
         }
         ApiKey::OffsetDelete => offset_delete::handle(broker, decode(api, version, body)?, version),
         ApiKey::InitProducerId => Reply::now(
@@ -249,7 +263,12 @@ fn handle(
             version,
         ),
         ApiKey::FindCoordinator => Reply::now(
-            find_coordinator::handle(broker, decode(api, version, body)?, version),
+            find_coordinator::handle(
+                broker,
+                &context.listener,
+                decode(api, version, body)?,
+                version,
+            ),
             version,
         ),
         ApiKey::JoinGroup => join_group::handle(

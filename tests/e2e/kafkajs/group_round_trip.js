@@ -26,7 +26,12 @@ async function consume(kafka, topic, groupId, want, timeoutMs) {
 async function main() {
   const [broker, topic, countText] = process.argv.slice(2);
   const count = Number(countText);
-  const kafka = new Kafka({ clientId: 'kafkajs-e2e', brokers: [broker], logLevel: logLevel.ERROR });
+  // Optional security (tests/e2e/test_listener_security.py): TLS with a CA file, SASL.
+  const ssl = process.env.KAFKAJS_CA ? { ca: [require('fs').readFileSync(process.env.KAFKAJS_CA)] } : undefined;
+  const sasl = process.env.KAFKAJS_SASL_MECHANISM
+    ? { mechanism: process.env.KAFKAJS_SASL_MECHANISM, username: process.env.KAFKAJS_USER, password: process.env.KAFKAJS_PASSWORD }
+    : undefined;
+  const kafka = new Kafka({ clientId: 'kafkajs-e2e', brokers: [broker], logLevel: logLevel.ERROR, ssl, sasl });
   const admin = kafka.admin();
   await admin.connect();
   // KafkaJS cannot decompress lz4 without a codec plugin: the topic keeps batches as the

@@ -1,0 +1,199 @@
+"""Kafka listener security with real clients: a tern with a SASL_SSL listener (SCRAM) and a
+SASL_PLAINTEXT listener (PLAIN) beside the loopback PLAINTEXT one. librdkafka, kafka-python
+and KafkaJS authenticate, produce, consume in groups; wrong passwords, unknown users and
+untrusted certificates are refused with clear client-side errors; nothing but the SASL
+handshake is served before authentication."""
+
+import json
+import os
+import pathlib
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from harness import TERN_BIN, Tern, free_port
+
+KAFKAJS = pathlib.Path(__file__).parent / "kafkajs"
+PASSWORD = "alice-s3cret"
+BAD = "Wr0ng-guess"
+
+
+def certs(dir: pathlib.Path, name: str = "localhost") -> pathlib.Path:
+    for args in (["ca"], ["hub", "--name", name, "--name", "127.0.0.1"]):
+        done = subprocess.run([TERN_BIN, "certs", *args, "--dir", str(dir)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    return dir
+
+
+@pytest.fixture
+def secured(tmp_path):
+    ca_dir = certs(tmp_path / "certs")
+    ssl_port, sasl_port = free_port(), free_port()
+    tern = Tern(tmp_path / "tern", config=f"""
+[groups]
+initial_rebalance_delay_ms = 200
+min_session_timeout_ms = 1000
+
+[[kafka.listeners]]
+name = "SECURE"
+listen = "127.0.0.1:{ssl_port}"
+security_protocol = "SASL_SSL"
+cert = "{ca_dir / 'hub.pem'}"
+key = "{ca_dir / 'hub.key'}"
+
+[[kafka.listeners]]
+name = "LAN"
+listen = "127.0.0.1:{sasl_port}"
+security_protocol = "SASL_PLAINTEXT"
+sasl_mechanisms = ["PLAIN", "SCRAM-SHA-256"]
+""")
+    done = subprocess.run([TERN_BIN, "users", "add", "alice", "--data-dir", str(tern.data_dir)],
+                          input=PASSWORD + "\n", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    tern.start()
+    tern.ssl_bootstrap = f"127.0.0.1:{ssl_port}"
+    tern.sasl_bootstrap = f"127.0.0.1:{sasl_port}"
+    tern.ca = ca_dir / "ca.pem"
+    yield tern
+    tern.kill()
+
+
+def scram_ssl(tern, user="alice", password=PASSWORD, ca=None) -> dict:
+    return {"bootstrap.servers": tern.ssl_bootstrap, "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password,
+            "ssl.ca.location": str(ca or tern.ca), "ssl.endpoint.identification.algorithm": "https"}
+
+
+def plain(tern, user="alice", password=PASSWORD) -> dict:
+    return {"bootstrap.servers": tern.sasl_bootstrap, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN", "sasl.username": user, "sasl.password": password}
+
+
+def round_trip(config: dict, topic: str, count: int = 1000):
+    producer = Producer({**config, "acks": "all", "enable.idempotence": True})
+    for i in range(count):
+        producer.produce(topic, key=str(i).encode(), value=f"v{i}".encode())
+    assert producer.flush(30) == 0
+    consumer = Consumer({**config, "group.id": f"g-{topic}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen = set()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            seen.add(m.value())
+        if len(seen) >= count:
+            break
+    consumer.commit(asynchronous=False)
+    committed = consumer.committed(consumer.assignment(), timeout=10)
+    consumer.close()
+    assert len(seen) == count, len(seen)
+    assert sum(tp.offset for tp in committed) == count
+
+
+def refused(config: dict) -> str:
+    """What librdkafka tells the application (error callback) when it cannot connect."""
+    errors = []
+    producer = Producer({**config, "error_cb": lambda e: errors.append(str(e))})
+    with pytest.raises(KafkaException):
+        producer.list_topics(timeout=3)
+    deadline = time.time() + 10
+    while not errors and time.time() < deadline:
+        producer.poll(0.2)
+    return " ".join(errors)
+
+
+def test_librdkafka_scram_over_tls_and_plain_over_plaintext(secured):
+    round_trip(scram_ssl(secured), "secure-topic")
+    round_trip(plain(secured), "lan-topic")
+    # SCRAM-SHA-256 is offered on the LAN listener too.
+    round_trip({**plain(secured), "sasl.mechanism": "SCRAM-SHA-256"}, "lan-scram")
+
+
+def test_wrong_credentials_and_untrusted_certificates_are_refused_clearly(secured, tmp_path):
+    assert "Authentication failed" in refused(scram_ssl(secured, password=BAD))
+    assert "Authentication failed" in refused(scram_ssl(secured, user="mallory"))
+    assert "Authentication failed" in refused(plain(secured, password=BAD))
+    other_ca = certs(tmp_path / "other") / "ca.pem"
+    text = refused(scram_ssl(secured, ca=other_ca))
+    assert "SSL handshake failed" in text or "certificate verify failed" in text, text
+    # A mechanism the listener does not offer.
+    text = refused({**plain(secured), "sasl.mechanism": "SCRAM-SHA-512"})
+    assert "SCRAM-SHA-512" in text and ("not supported" in text or "Unsupported" in text), text
+    log = secured.log_text()
+    assert 'authentication failed reason=invalid credentials for user "alice" (PLAIN)' in log
+    assert 'unknown user "mallory"' in log
+    assert PASSWORD not in log and BAD not in log, "a password reached the log"
+    metrics = secured.metrics()
+    failures = [l for l in metrics.splitlines() if l.startswith("tern_auth_failures_total")]
+    assert failures and float(failures[0].split()[-1]) >= 3, failures
+
+
+def test_nothing_but_the_handshake_is_served_before_authentication(secured):
+    host, port = secured.sasl_bootstrap.split(":")
+    # A Metadata v1 request (api 3) straight away: the connection is closed, nothing answered.
+    body = struct.pack(">hhi", 3, 1, 7) + struct.pack(">h", 4) + b"evil" + struct.pack(">i", -1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        assert s.recv(4) == b"", "a request before authentication was answered"
+    # An oversized frame before authentication is refused without reading it.
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(struct.pack(">i", 10 << 20) + b"\0" * 1024)
+        assert s.recv(4) == b""
+    # The PLAINTEXT listener on loopback still serves local tools without credentials.
+    AdminClient({"bootstrap.servers": secured.bootstrap}).list_topics(timeout=10)
+    assert "before SASL authentication" in secured.log_text()
+
+
+def test_kafka_python_with_scram_over_tls_and_plain(secured, caplog):
+    from kafka import KafkaConsumer, KafkaProducer
+    for name, options in [
+        ("kp-secure", dict(bootstrap_servers=secured.ssl_bootstrap, security_protocol="SASL_SSL",
+                           sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice",
+                           sasl_plain_password=PASSWORD, ssl_cafile=str(secured.ca))),
+        ("kp-lan", dict(bootstrap_servers=secured.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
+                        sasl_mechanism="PLAIN", sasl_plain_username="alice", sasl_plain_password=PASSWORD)),
+    ]:
+        producer = KafkaProducer(acks="all", **options)
+        for i in range(200):
+            producer.send(name, f"v{i}".encode())
+        producer.flush(30)
+        producer.close()
+        consumer = KafkaConsumer(name, group_id=f"g-{name}", auto_offset_reset="earliest",
+                                 consumer_timeout_ms=10_000, **options)
+        values = {m.value for m in consumer}
+        consumer.commit()
+        consumer.close()
+        assert len(values) == 200, (name, len(values))
+    from kafka.errors import KafkaError
+    with pytest.raises(KafkaError) as refused_here:
+        producer = KafkaProducer(bootstrap_servers=secured.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
+                                 sasl_mechanism="PLAIN", sasl_plain_username="alice", sasl_plain_password=BAD,
+                                 request_timeout_ms=5000, max_block_ms=5000)
+        producer.send("kp-lan", b"x").get(timeout=10)
+    # kafka-python retries until its timeout; the reason is in its log.
+    assert "SaslAuthenticationFailedError: Authentication failed: invalid username or password" in caplog.text, \
+        (repr(refused_here.value), caplog.text[-2000:])
+
+
+def test_kafkajs_with_scram_over_tls(secured):
+    assert (KAFKAJS / "node_modules" / "kafkajs").exists(), "run `npm ci --prefix tests/e2e/kafkajs` (tests/run does)"
+    result = subprocess.run(["node", str(KAFKAJS / "group_round_trip.js"), secured.ssl_bootstrap, "js-secure", "1000"],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1",
+                                 "KAFKAJS_CA": str(secured.ca), "KAFKAJS_SASL_MECHANISM": "scram-sha-512",
+                                 "KAFKAJS_USER": "alice", "KAFKAJS_PASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["first"] == 1000 and summary["committed"] == 1000, summary
+    bad = subprocess.run(["node", str(KAFKAJS / "group_round_trip.js"), secured.ssl_bootstrap, "js-bad", "10"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "KAFKAJS_CA": str(secured.ca), "KAFKAJS_SASL_MECHANISM": "scram-sha-512",
+                              "KAFKAJS_USER": "alice", "KAFKAJS_PASSWORD": "wrong"})
+    assert bad.returncode != 0 and "SASL SCRAM SHA512 authentication failed" in bad.stderr, bad.stderr[-2000:]
