@@ -4,15 +4,53 @@
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::scram::{Mechanism, ScramClient};
+
+/// A connection's byte stream: plain TCP or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// How to reach a broker: TLS (SSL, SASL_SSL) and SASL (SASL_*), as Kafka clients
+/// configure `security.protocol`.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// The TLS configuration and the name the broker's certificate must carry (default:
+    /// the host of the address).
+    pub tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    pub sasl: Option<SaslLogin>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field(
+                "sasl",
+                &self.sasl.as_ref().map(|s| (&s.mechanism, &s.username)),
+            )
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct SaslLogin {
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
 
 /// Largest response the CLI accepts (a fetch of a few MiB, or metadata of a big cluster).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -40,11 +78,15 @@ pub enum ClientError {
     TooLarge(usize),
     #[error("{0}")]
     Kafka(String),
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error("SASL authentication as {user:?} failed: {reason}")]
+    Auth { user: String, reason: String },
 }
 
 /// One connection to one broker, with the API versions it announced.
 pub struct KafkaClient {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     correlation_id: i32,
     versions: HashMap<i16, (i16, i16)>,
     client_id: StrBytes,
@@ -58,13 +100,47 @@ impl KafkaClient {
 
     /// Connects with `client_id` (what the broker logs and quotas see).
     pub async fn connect_as(addr: &str, client_id: &str) -> Result<KafkaClient, ClientError> {
-        let stream = TcpStream::connect(addr)
+        KafkaClient::connect_secure(addr, client_id, &Security::default()).await
+    }
+
+    /// Connects over TLS and authenticates with SASL where `security` says so.
+    pub async fn connect_secure(
+        addr: &str,
+        client_id: &str,
+        security: &Security,
+    ) -> Result<KafkaClient, ClientError> {
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect {
                 addr: addr.to_string(),
                 source,
             })?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match &security.tls {
+            None => Box::new(tcp),
+            Some((config, name)) => {
+                let host = name.clone().unwrap_or_else(|| {
+                    addr.rsplit_once(':')
+                        .map_or(addr, |(h, _)| h)
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string()
+                });
+                let tls_err = |reason: String| ClientError::Tls {
+                    addr: addr.to_string(),
+                    reason,
+                };
+                let server_name = rustls::pki_types::ServerName::try_from(host)
+                    .map_err(|e| tls_err(e.to_string()))?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                Box::new(
+                    connector
+                        .connect(server_name, tcp)
+                        .await
+                        .map_err(|e| tls_err(e.to_string()))?,
+                )
+            }
+        };
         let mut client = KafkaClient {
             stream,
             correlation_id: 0,
@@ -87,12 +163,70 @@ impl KafkaClient {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(login) = &security.sasl {
+            client.authenticate(login).await?;
+        }
         Ok(client)
+    }
+
+    /// SaslHandshake v1, then the mechanism's tokens in SaslAuthenticate (KIP-152).
+    async fn authenticate(&mut self, login: &SaslLogin) -> Result<(), ClientError> {
+        let fail = |reason: String| ClientError::Auth {
+            user: login.username.clone(),
+            reason,
+        };
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_string(login.mechanism.clone()));
+        let (response, _) = self.send(&handshake, 1..=1).await?;
+        if response.error_code != 0 {
+            let offered: Vec<&str> = response.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(fail(format!(
+                "the broker does not offer {} (it offers {offered:?})",
+                login.mechanism
+            )));
+        }
+        let named = |e: ClientError| match e {
+            ClientError::Auth { reason, .. } => fail(reason),
+            other => other,
+        };
+        match Mechanism::parse(&login.mechanism) {
+            None if login.mechanism == "PLAIN" => {
+                let token = format!("\0{}\0{}", login.username, login.password).into_bytes();
+                self.sasl_token(token).await.map_err(named)?;
+            }
+            None => return Err(fail(format!("unknown mechanism {}", login.mechanism))),
+            Some(m) => {
+                let mut scram =
+                    ScramClient::new(m, &login.username, &login.password).map_err(fail)?;
+                let server_first = self.sasl_token(scram.first()).await.map_err(named)?;
+                let last = scram.last(&server_first).map_err(fail)?;
+                let server_final = self.sasl_token(last).await.map_err(named)?;
+                scram.verify(&server_final).map_err(fail)?;
+            }
+        }
+        Ok(())
     }
 
     /// Lowers the largest response this connection accepts.
     pub fn set_max_response_bytes(&mut self, max: usize) {
         self.max_response_bytes = max;
+    }
+
+    /// One SaslAuthenticate round: our token out, the broker's back.
+    async fn sasl_token(&mut self, token: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(token.into());
+        let (response, _) = self.send(&request, 0..=2).await?;
+        if response.error_code != 0 {
+            let reason = response
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| error_name(response.error_code));
+            return Err(ClientError::Auth {
+                user: String::new(),
+                reason,
+            });
+        }
+        Ok(response.auth_bytes.to_vec())
     }
 
     /// The highest version both sides speak, within `ours`.

@@ -12,7 +12,8 @@
 //! - `inbound`  MQTT → durable append → PUBACK
 //! - `outbound` tern topic → MQTT publish → PUBACK → durable cursor
 //! - `kafka_sink`   tern topics → an external Kafka cluster, exactly once
-//! - `kafka_client` one connection to a Kafka broker (the sink's and the CLI's)
+//! - `kafka_client` one connection to a Kafka broker (the sink's and the CLI's), TLS, SASL
+//! - `scram`        SCRAM-SHA-256/512 credentials, server and client (the listener's and the sink's)
 //! - `backoff`, `tls`, `metrics`
 
 pub mod backoff;
@@ -25,5 +26,6 @@ pub mod metrics;
 pub mod mqtt;
 pub mod outbound;
 pub mod ports;
+pub mod scram;
 pub mod template;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! password) in `<data_dir>/users.json`, written by `tern users` and re-read by a running
 //! tern whenever the file changes, so adding a user needs no restart.
 
-pub mod scram;
+pub use tern_bridges::scram;
 
 use std::collections::BTreeMap;
 use std::io::Write;

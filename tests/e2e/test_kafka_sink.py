@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 
-from harness import TERN_BIN, Tern
+from harness import TERN_BIN, Tern, free_port
 from mirror_site import (Certs, caught_up, create_topic, mirror_status, produce, read_all, start_edge, start_hub,
                          wait_until, watermarks)
 
@@ -235,4 +235,55 @@ def test_pass_through_hub_acknowledges_only_what_the_cluster_has_and_keeps_a_sho
     finally:
         edge.kill()
         hub.kill()
+        cluster.kill()
+
+
+def test_sasl_scram_over_tls_to_the_cluster_and_a_login_that_starts_working(tmp_path):
+    """The cluster (a tern) listens with SASL_SSL: the sink connects over TLS (checking the
+    cluster's certificate against the CA) and logs in with SCRAM-SHA-512. Until the
+    cluster knows the sink's user, the sink says that authentication fails and records
+    wait; once the user is added (no restart anywhere), they flow."""
+    certs_dir = tmp_path / "certs"
+    for args in (["ca"], ["hub", "--name", "127.0.0.1"]):
+        done = subprocess.run([TERN_BIN, "certs", *args, "--dir", str(certs_dir)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    secure_port = free_port()
+    cluster = Tern(tmp_path / "cluster", name="cluster", config=f"""
+[[kafka.listeners]]
+name = "SECURE"
+listen = "127.0.0.1:{secure_port}"
+security_protocol = "SASL_SSL"
+cert = "{certs_dir / 'hub.pem'}"
+key = "{certs_dir / 'hub.key'}"
+""").start()
+    source = Tern(tmp_path / "source", name="source", config=f"""
+[[sinks.kafka]]
+name = "dc"
+bootstrap_servers = ["127.0.0.1:{secure_port}"]
+security_protocol = "SASL_SSL"
+sasl_mechanism = "SCRAM-SHA-512"
+sasl_username = "edge-sink"
+sasl_password = "Sink-pa55"
+ssl_ca_file = "{certs_dir / 'ca.pem'}"
+topics = ["sensors"]
+retry_backoff_max_ms = 500
+discovery_interval_ms = 300
+""").start()
+    try:
+        create_topic(source.bootstrap, "sensors", 2)
+        produce(source.bootstrap, "sensors", 5_000, codec="lz4")
+        wait_until(lambda: 'SASL authentication as "edge-sink" failed' in source.log_text(), 30,
+                   "the sink to report the refused login")
+        assert "invalid username or password" in source.log_text()
+        assert "Sink-pa55" not in source.log_text() and "Sink-pa55" not in cluster.log_text()
+        status = sink_status(source)["sinks"][0]
+        assert "SASL authentication" in (status["last_error"] or ""), status
+        done = subprocess.run([TERN_BIN, "users", "add", "edge-sink", "--data-dir", str(cluster.data_dir)],
+                              input="Sink-pa55\n", capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        # The cluster's plaintext listener is for local tools; the sink came in over TLS.
+        wait_until(lambda: same_ends(source, "sensors", cluster, "sensors"), 60, "sensors in the cluster")
+        assert assert_same_records(source, "sensors", cluster, "sensors") == 5_000
+    finally:
+        source.kill()
         cluster.kill()

@@ -12,7 +12,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
-use crate::kafka_client::{ClientError, KafkaClient};
+use crate::kafka_client::{ClientError, KafkaClient, Security};
 
 /// Largest response the sink accepts: produce and metadata answers are small, and a
 /// broken broker must not make a gateway allocate more.
@@ -55,6 +55,7 @@ pub struct TopicLeaders {
 pub struct Cluster {
     bootstrap: Vec<String>,
     client_id: String,
+    security: Security,
     timeout: Duration,
     brokers: HashMap<i32, String>,
     connections: HashMap<i32, KafkaClient>,
@@ -63,10 +64,16 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(bootstrap: Vec<String>, client_id: String, timeout: Duration) -> Cluster {
+    pub fn new(
+        bootstrap: Vec<String>,
+        client_id: String,
+        security: Security,
+        timeout: Duration,
+    ) -> Cluster {
         Cluster {
             bootstrap,
             client_id,
+            security,
             timeout,
             brokers: HashMap::new(),
             connections: HashMap::new(),
@@ -76,7 +83,7 @@ impl Cluster {
     }
 
     async fn open(&self, addr: &str) -> Result<KafkaClient, SinkError> {
-        let connect = KafkaClient::connect_as(addr, &self.client_id);
+        let connect = KafkaClient::connect_secure(addr, &self.client_id, &self.security);
         let mut client = tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| SinkError::Timeout(addr.to_string()))??;

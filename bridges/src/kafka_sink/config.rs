@@ -2,6 +2,8 @@
 //! names the key it is about.
 
 use regex::Regex;
+
+use crate::kafka_client::{SaslLogin, Security};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -15,8 +17,7 @@ pub enum SinkConfigError {
     },
 }
 
-/// How the sink reaches the cluster. Only PLAINTEXT today: SSL and SASL arrive with the
-/// listener security work (tern's own listener is what the tests would run against).
+/// How the sink reaches the cluster (Kafka's `security.protocol`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SecurityProtocol {
@@ -47,6 +48,17 @@ pub struct KafkaSinkConfig {
     /// `host:port` of one or more brokers of the cluster.
     pub bootstrap_servers: Vec<String>,
     pub security_protocol: SecurityProtocol,
+    /// SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, and the login.
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    pub sasl_password: String,
+    /// SSL and SASL_SSL: PEM file with the CA(s) that signed the brokers' certificates;
+    /// a client certificate and key where the cluster wants them; the name the brokers'
+    /// certificates must carry if not the host they are reached at.
+    pub ssl_ca_file: Option<std::path::PathBuf>,
+    pub ssl_cert_file: Option<std::path::PathBuf>,
+    pub ssl_key_file: Option<std::path::PathBuf>,
+    pub ssl_server_name: String,
     /// Local topics to forward (regexes over the whole name). The default is every
     /// topic a hub mirrors from its edges, `<edge>.<topic>`.
     pub topics: Vec<String>,
@@ -83,6 +95,13 @@ impl Default for KafkaSinkConfig {
             name: String::new(),
             bootstrap_servers: Vec::new(),
             security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: "SCRAM-SHA-512".to_string(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            ssl_ca_file: None,
+            ssl_cert_file: None,
+            ssl_key_file: None,
+            ssl_server_name: String::new(),
             topics: vec![r"[A-Za-z0-9_-]+\..+".to_string()],
             topics_exclude: Vec::new(),
             target_topic: "{topic}".to_string(),
@@ -108,6 +127,8 @@ pub struct CompiledSink {
     include: Vec<Regex>,
     exclude: Vec<Regex>,
     pub client_id: String,
+    /// TLS and SASL as configured (built at startup: a missing CA file is a config error).
+    pub security: Security,
 }
 
 impl CompiledSink {
@@ -132,6 +153,60 @@ impl CompiledSink {
 
 pub fn cursor_group(sink: &str) -> String {
     format!("tern-sink-{sink}")
+}
+
+/// TLS and SASL from the config; errors name the key.
+fn security(config: &KafkaSinkConfig) -> Result<Security, (&'static str, String)> {
+    let protocol = config.security_protocol;
+    let tls = matches!(protocol, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl);
+    let sasl = matches!(
+        protocol,
+        SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+    );
+    let mut security = Security::default();
+    if tls {
+        let Some(ca_file) = config.ssl_ca_file.clone() else {
+            return Err((
+                "ssl_ca_file",
+                "SSL and SASL_SSL need the CA that signed the brokers' certificates".into(),
+            ));
+        };
+        if config.ssl_cert_file.is_some() != config.ssl_key_file.is_some() {
+            return Err((
+                "ssl_cert_file",
+                "a client certificate needs ssl_key_file too (and the other way round)".into(),
+            ));
+        }
+        let options = crate::config::TlsOptions {
+            ca_file,
+            client_cert_file: config.ssl_cert_file.clone(),
+            client_key_file: config.ssl_key_file.clone(),
+        };
+        let client =
+            crate::tls::client_config(&options).map_err(|e| ("ssl_ca_file", e.to_string()))?;
+        let name = (!config.ssl_server_name.is_empty()).then(|| config.ssl_server_name.clone());
+        security.tls = Some((client, name));
+    }
+    if sasl {
+        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&config.sasl_mechanism.as_str()) {
+            return Err((
+                "sasl_mechanism",
+                "is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512".into(),
+            ));
+        }
+        if config.sasl_username.is_empty() || config.sasl_password.is_empty() {
+            return Err((
+                "sasl_username",
+                "SASL needs sasl_username and sasl_password".into(),
+            ));
+        }
+        security.sasl = Some(SaslLogin {
+            mechanism: config.sasl_mechanism.clone(),
+            username: config.sasl_username.clone(),
+            password: config.sasl_password.clone(),
+        });
+    }
+    Ok(security)
 }
 
 fn valid_topic_name(name: &str) -> bool {
@@ -180,12 +255,7 @@ pub fn compile(sinks: &[KafkaSinkConfig]) -> Result<Vec<CompiledSink>, SinkConfi
                     return Err(invalid("bootstrap_servers", format!("`{server}` is not host:port")));
                 }
             }
-            if config.security_protocol != SecurityProtocol::Plaintext {
-                return Err(invalid(
-                    "security_protocol",
-                    "only PLAINTEXT is supported so far (TLS and SASL to the cluster are not built yet)".into(),
-                ));
-            }
+            let security = security(config).map_err(|(key, reason)| invalid(key, reason))?;
             let regexes = |key: &str, patterns: &[String]| {
                 patterns
                     .iter()
@@ -232,6 +302,7 @@ pub fn compile(sinks: &[KafkaSinkConfig]) -> Result<Vec<CompiledSink>, SinkConfi
                 include,
                 exclude,
                 client_id,
+                security,
             })
         })
         .collect()
@@ -295,7 +366,19 @@ mod tests {
             ),
             (
                 "name = \"dc\"\nbootstrap_servers = [\"k:1\"]\nsecurity_protocol = \"SASL_SSL\"\n",
-                "security_protocol",
+                "ssl_ca_file",
+            ),
+            (
+                "name = \"dc\"\nbootstrap_servers = [\"k:1\"]\nsecurity_protocol = \"SASL_PLAINTEXT\"\n",
+                "sasl_username",
+            ),
+            (
+                "name = \"dc\"\nbootstrap_servers = [\"k:1\"]\nsecurity_protocol = \"SASL_PLAINTEXT\"\nsasl_mechanism = \"GSSAPI\"\n",
+                "sasl_mechanism",
+            ),
+            (
+                "name = \"dc\"\nbootstrap_servers = [\"k:1\"]\nsecurity_protocol = \"SSL\"\nssl_ca_file = \"/nonexistent/ca.pem\"\n",
+                "ssl_ca_file",
             ),
             (
                 "name = \"dc\"\nbootstrap_servers = [\"k:1\"]\nreplication_factor = 0\n",

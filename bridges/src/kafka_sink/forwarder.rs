@@ -162,6 +162,9 @@ pub async fn run<L: SinkLog>(
             next_discovery = now + discovery;
         }
         let step = f.step().await;
+        if let Err(e) = &step {
+            f.failed(e);
+        }
         if last_save.elapsed() >= SAVE_EVERY {
             f.save().await;
             last_save = Instant::now();
@@ -184,10 +187,7 @@ pub async fn run<L: SinkLog>(
                     .min(next_discovery);
                 wake.saturating_duration_since(Instant::now())
             }
-            Err(e) => {
-                f.failed(&e);
-                retry.next_delay()
-            }
+            Err(_) => retry.next_delay(),
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -211,6 +211,7 @@ impl<L: SinkLog> Forwarder<L> {
         let cluster = Cluster::new(
             sink.config.bootstrap_servers.clone(),
             sink.client_id.clone(),
+            sink.security.clone(),
             Duration::from_millis(sink.config.request_timeout_ms),
         );
         Forwarder {

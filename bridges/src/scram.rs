@@ -1,6 +1,7 @@
 //! SCRAM (RFC 5802, with SHA-256 and SHA-512 as Kafka uses them, RFC 7677): credentials
-//! derived from a password, and the server side of one authentication exchange. PLAIN
-//! passwords are checked against the same stored credentials, so no password is ever kept.
+//! derived from a password, the server side of one authentication exchange (tern's Kafka
+//! listener) and the client side (the Kafka sink). PLAIN passwords are checked against
+//! the same stored credentials, so no password is ever kept.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -295,6 +296,96 @@ impl ScramServer {
     }
 }
 
+/// The client side of one SCRAM exchange (RFC 5802 §3): `first()`, then `last()` with
+/// the server's first message, then `verify()` with its final message.
+pub struct ScramClient {
+    mechanism: Mechanism,
+    user: String,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    pub fn new(mechanism: Mechanism, user: &str, password: &str) -> Result<ScramClient, String> {
+        let nonce = B64.encode(random_bytes(24)?);
+        let escaped = user.replace('=', "=3D").replace(',', "=2C");
+        Ok(ScramClient {
+            mechanism,
+            user: user.to_string(),
+            password: password.to_string(),
+            client_first_bare: format!("n={escaped},r={nonce}"),
+            nonce,
+            server_signature: None,
+        })
+    }
+
+    pub fn first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// The client-final message for the server-first message.
+    pub fn last(&mut self, server_first: &[u8]) -> Result<Vec<u8>, String> {
+        let server_first = std::str::from_utf8(server_first)
+            .map_err(|_| "SCRAM server-first message is not UTF-8".to_string())?;
+        let mut nonce = None;
+        let mut salt = None;
+        let mut iterations = None;
+        for attr in server_first.split(',') {
+            if let Some(v) = attr.strip_prefix("r=") {
+                nonce = Some(v);
+            } else if let Some(v) = attr.strip_prefix("s=") {
+                salt = B64.decode(v).ok();
+            } else if let Some(v) = attr.strip_prefix("i=") {
+                iterations = v.parse::<u32>().ok();
+            } else if let Some(v) = attr.strip_prefix("e=") {
+                return Err(format!("the server refused: {v}"));
+            }
+        }
+        let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
+            return Err(format!(
+                "malformed SCRAM server-first message for {}",
+                self.user
+            ));
+        };
+        if !nonce.starts_with(&self.nonce) || iterations < MIN_ITERATIONS {
+            return Err("the server's SCRAM nonce or iteration count is not acceptable".into());
+        }
+        let m = self.mechanism;
+        let salted = salted_password(m, self.password.as_bytes(), &salt, iterations);
+        let client_key = hmac_bytes(m, &salted, b"Client Key");
+        let stored_key = digest::digest(m.digest(), &client_key);
+        let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
+        let auth = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let signature = hmac_bytes(m, stored_key.as_ref(), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = hmac_bytes(m, &salted, b"Server Key");
+        self.server_signature = Some(hmac_bytes(m, &server_key, auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final message: the server proves it knows the credential too.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(server_final).unwrap_or_default();
+        if let Some(e) = text.strip_prefix("e=") {
+            return Err(format!("the server refused: {e}"));
+        }
+        let given = text.strip_prefix("v=").and_then(|v| B64.decode(v).ok());
+        match (given, &self.server_signature) {
+            (Some(given), Some(expected)) if constant_time_eq(&given, expected) => Ok(()),
+            _ => Err(
+                "the server's SCRAM signature is wrong: it does not know this user's credential"
+                    .into(),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +450,26 @@ mod tests {
             }
             assert!(stored.verify_password(m, "s3cret"));
             assert!(!stored.verify_password(m, "s3cret "));
+        }
+    }
+
+    #[test]
+    fn the_client_and_the_server_agree_and_the_client_checks_the_server() {
+        for m in [Mechanism::Sha256, Mechanism::Sha512] {
+            let stored = Credential::new(m, "pw,=x", MIN_ITERATIONS).unwrap();
+            let lookup = |u: &str| (u == "a,b=c").then(|| stored.clone());
+            let mut client = ScramClient::new(m, "a,b=c", "pw,=x").unwrap();
+            let mut server = ScramServer::new(m);
+            let Step::Continue(first) = server.step(&client.first(), &lookup) else {
+                panic!("no server-first");
+            };
+            let last = client.last(&first).unwrap();
+            let Step::Success { user, message } = server.step(&last, &lookup) else {
+                panic!("{m:?}: refused");
+            };
+            assert_eq!(user, "a,b=c");
+            client.verify(&message).unwrap();
+            assert!(client.verify(b"v=AAAA").is_err());
         }
     }
 
