@@ -247,7 +247,7 @@ def test_sasl_scram_over_tls_to_the_cluster_and_a_login_that_starts_working(tmp_
     for args in (["ca"], ["hub", "--name", "127.0.0.1"]):
         done = subprocess.run([TERN_BIN, "certs", *args, "--dir", str(certs_dir)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-    secure_port = free_port()
+    secure_port, lan_port = free_port(), free_port()
     cluster = Tern(tmp_path / "cluster", name="cluster", config=f"""
 [[kafka.listeners]]
 name = "SECURE"
@@ -255,6 +255,11 @@ listen = "127.0.0.1:{secure_port}"
 security_protocol = "SASL_SSL"
 cert = "{certs_dir / 'hub.pem'}"
 key = "{certs_dir / 'hub.key'}"
+
+[[kafka.listeners]]
+name = "LAN"
+listen = "127.0.0.1:{lan_port}"
+security_protocol = "SASL_PLAINTEXT"
 """).start()
     source = Tern(tmp_path / "source", name="source", config=f"""
 [[sinks.kafka]]
@@ -266,6 +271,20 @@ sasl_username = "edge-sink"
 sasl_password = "Sink-pa55"
 ssl_ca_file = "{certs_dir / 'ca.pem'}"
 topics = ["sensors"]
+retry_backoff_max_ms = 500
+discovery_interval_ms = 300
+
+# A second sink into the same cluster with SASL/PLAIN over its plaintext listener.
+[[sinks.kafka]]
+name = "lan"
+bootstrap_servers = ["127.0.0.1:{lan_port}"]
+security_protocol = "SASL_PLAINTEXT"
+sasl_mechanism = "PLAIN"
+sasl_username = "edge-sink"
+sasl_password = "Sink-pa55"
+topics = ["sensors"]
+target_topic = "plain.{{topic}}"
+offset_syncs_topic = ""
 retry_backoff_max_ms = 500
 discovery_interval_ms = 300
 """).start()
@@ -284,6 +303,8 @@ discovery_interval_ms = 300
         # The cluster's plaintext listener is for local tools; the sink came in over TLS.
         wait_until(lambda: same_ends(source, "sensors", cluster, "sensors"), 60, "sensors in the cluster")
         assert assert_same_records(source, "sensors", cluster, "sensors") == 5_000
+        wait_until(lambda: same_ends(source, "sensors", cluster, "plain.sensors"), 60, "plain.sensors")
+        assert assert_same_records(source, "sensors", cluster, "plain.sensors") == 5_000
     finally:
         source.kill()
         cluster.kill()
