@@ -114,6 +114,11 @@ pub struct KafkaSection {
     pub advertised_port: u16,
     pub max_request_bytes: u32,
     pub max_connections: usize,
+    /// Connections one client address may hold (Kafka's max.connections.per.ip); 0: no
+    /// limit beyond `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// How long a connection to a SASL listener may take to log in before it is closed.
+    pub sasl_login_timeout_ms: u64,
     pub max_in_flight_requests: usize,
     pub max_fetch_bytes: u32,
     pub max_queued_response_bytes: u64,
@@ -156,6 +161,8 @@ impl Default for KafkaSection {
             advertised_port: 0,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 1024,
+            max_connections_per_ip: 0,
+            sasl_login_timeout_ms: 10_000,
             max_in_flight_requests: 64,
             max_fetch_bytes: 50 * 1024 * 1024,
             max_queued_response_bytes: 64 * 1024 * 1024,
@@ -230,6 +237,9 @@ impl Config {
         }
         if self.kafka.max_connections == 0 {
             return Err(invalid("kafka.max_connections", "must be >= 1"));
+        }
+        if self.kafka.sasl_login_timeout_ms == 0 {
+            return Err(invalid("kafka.sasl_login_timeout_ms", "must be >= 1"));
         }
         if self.kafka.max_in_flight_requests == 0 {
             return Err(invalid("kafka.max_in_flight_requests", "must be >= 1"));

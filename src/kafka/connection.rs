@@ -181,6 +181,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
 ) -> Result<(), Option<String>> {
     let fetch_queue = api::FetchQueue::new();
     let mut sasl = SaslSession::new(listener);
+    // A SASL connection that has not logged in by then is closed: idle floods of
+    // unauthenticated connections do not hold slots.
+    let login_deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(broker.config.kafka.sasl_login_timeout_ms);
     loop {
         let max = if sasl.authenticated() {
             broker.config.kafka.max_request_bytes
@@ -194,6 +198,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             frame = read_frame(&mut reader, max) => frame.map_err(|e| Some(e.to_string()))?,
+            _ = tokio::time::sleep_until(login_deadline), if !sasl.authenticated() => {
+                broker.metrics.auth_failures.inc();
+                return Err(Some("no SASL login within kafka.sasl_login_timeout_ms".to_string()));
+            }
         };
         let Some(mut frame) = frame else {
             return Ok(());

@@ -1,8 +1,10 @@
 //! The Kafka listeners: accept connections on every listener up to
-//! `kafka.max_connections` in all, one task each.
+//! `kafka.max_connections` in all and `kafka.max_connections_per_ip` per client address,
+//! one task each.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -54,6 +56,10 @@ pub async fn run(
     }
     drop(accepted_tx);
     let mut connections = JoinSet::new();
+    let per_ip = Arc::new(PerIp {
+        limit: broker.config.kafka.max_connections_per_ip,
+        open: Mutex::new(HashMap::new()),
+    });
     loop {
         let (stream, peer, listener) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -63,6 +69,12 @@ pub async fn run(
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        let Some(address_slot) = PerIp::take(&per_ip, peer.ip()) else {
+            broker.metrics.connections_rejected.inc();
+            // One line per refusal would let a flood fill the log: debug only.
+            tracing::debug!(%peer, "connection refused: kafka.max_connections_per_ip reached");
+            continue;
+        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             broker.metrics.connections_rejected.inc();
             warn!(%peer, limit = broker.config.kafka.max_connections,
@@ -70,14 +82,18 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection::serve(
+        let serve = connection::serve(
             Arc::clone(&broker),
             listener,
             stream,
             peer,
             shutdown.clone(),
             permit,
-        ));
+        );
+        connections.spawn(async move {
+            serve.await;
+            drop(address_slot);
+        });
     }
     acceptors.shutdown().await;
     info!(
@@ -85,4 +101,49 @@ pub async fn run(
         "listeners stopped; finishing in-flight requests"
     );
     while connections.join_next().await.is_some() {}
+}
+
+/// Open connections per client address.
+struct PerIp {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count; given back when dropped.
+struct AddressSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(per_ip: &Arc<PerIp>, ip: IpAddr) -> Option<AddressSlot> {
+        if per_ip.limit > 0 {
+            let mut open = per_ip.open.lock().ok()?;
+            let count = open.entry(ip).or_insert(0);
+            if *count >= per_ip.limit {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(AddressSlot {
+            per_ip: Arc::clone(per_ip),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if self.per_ip.limit == 0 {
+            return;
+        }
+        if let Ok(mut open) = self.per_ip.open.lock() {
+            if let Some(count) = open.get_mut(&self.ip) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
+    }
 }

@@ -197,3 +197,79 @@ def test_kafkajs_with_scram_over_tls(secured):
                          env={**os.environ, "KAFKAJS_CA": str(secured.ca), "KAFKAJS_SASL_MECHANISM": "scram-sha-512",
                               "KAFKAJS_USER": "alice", "KAFKAJS_PASSWORD": "wrong"})
     assert bad.returncode != 0 and "SASL SCRAM SHA512 authentication failed" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_a_flood_of_unauthenticated_connections_leaves_logged_in_clients_served(tmp_path):
+    """10,000 connections from one address (127.0.0.2) that never log in — idle, oversized
+    frames, requests before authentication — while a librdkafka client (127.0.0.1) logs in,
+    produces and consumes. The per-address limit and the login timeout keep the slots for
+    the real client; memory stays bounded."""
+    import resource
+    import threading
+    from harness import rss_kib
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    port = free_port()
+    tern = Tern(tmp_path / "tern", config=f"""
+[kafka]
+max_connections_per_ip = 64
+sasl_login_timeout_ms = 2000
+
+[[kafka.listeners]]
+name = "LAN"
+listen = "127.0.0.1:{port}"
+security_protocol = "SASL_PLAINTEXT"
+""")
+    done = subprocess.run([TERN_BIN, "users", "add", "alice", "--data-dir", str(tern.data_dir)],
+                          input=PASSWORD + "\n", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    tern.start()
+    rss = [rss_kib(tern.pid())]
+    stop = threading.Event()
+    opened = [0]
+
+    def flood():
+        held = []
+        try:
+            while opened[0] < 10_000 and not stop.is_set():
+                s = socket.socket()
+                s.bind(("127.0.0.2", 0))
+                s.settimeout(2)
+                try:
+                    s.connect(("127.0.0.1", port))
+                    kind = opened[0] % 3
+                    if kind == 1:
+                        s.sendall(struct.pack(">i", 64 << 20))  # an oversized frame
+                    elif kind == 2:
+                        body = struct.pack(">hhi", 3, 1, 1) + struct.pack(">h", 1) + b"x" + struct.pack(">i", -1)
+                        s.sendall(struct.pack(">i", len(body)) + body)  # Metadata before login
+                except OSError:
+                    pass
+                opened[0] += 1
+                held.append(s)
+                if len(held) >= 400:
+                    for old in held[:200]:
+                        old.close()
+                    del held[:200]
+                    rss.append(rss_kib(tern.pid()))
+        finally:
+            for s in held:
+                s.close()
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        config = {"bootstrap.servers": f"127.0.0.1:{port}", "security.protocol": "SASL_PLAINTEXT",
+                  "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "alice", "sasl.password": PASSWORD}
+        round_trip(config, "during-flood", 2000)
+    finally:
+        flooder.join(timeout=300)
+    assert opened[0] == 10_000, opened[0]
+    rss.append(rss_kib(tern.pid()))
+    metrics = tern.metrics()
+    rejected = next(float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("tern_connections_rejected_total"))
+    print(f"\nflood: {opened[0]} connections from 127.0.0.2, {rejected:.0f} refused at the per-address limit; "
+          f"tern RSS {rss[0]} -> {rss[-1]} KiB (max {max(rss)})")
+    assert rejected > 0
+    assert max(rss) < rss[0] + 64 * 1024, f"RSS grew from {rss[0]} to {max(rss)} KiB"
+    tern.kill()
