@@ -264,7 +264,18 @@ impl ScramServer {
         let Some((without_proof, proof)) = text.rsplit_once(",p=") else {
             return Step::Failure("SCRAM client-final message without a proof".into());
         };
-        if !without_proof.split(',').any(|a| a == format!("r={nonce}")) {
+        // librdkafka before 2.6.1 (Debian's kcat among them) sends the client nonce once
+        // more in front of the combined nonce (librdkafka#4895); Kafka 3.8.1–3.9 accepted
+        // that too. It still carries the whole server nonce, so replay stays impossible.
+        let client_nonce = client_first_bare
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="))
+            .unwrap_or_default();
+        let accepted = [format!("r={nonce}"), format!("r={client_nonce}{nonce}")];
+        if !without_proof
+            .split(',')
+            .any(|a| accepted.iter().any(|ok| a == ok))
+        {
             return Step::Failure("SCRAM nonce does not match".into());
         }
         let Some(credential) = credential else {
@@ -471,6 +482,42 @@ mod tests {
             client.verify(&message).unwrap();
             assert!(client.verify(b"v=AAAA").is_err());
         }
+    }
+
+    #[test]
+    fn the_old_librdkafka_nonce_with_the_client_part_twice_is_accepted() {
+        let m = Mechanism::Sha512;
+        let stored = Credential::new(m, "pw", MIN_ITERATIONS).unwrap();
+        let lookup = |_: &str| Some(stored.clone());
+        let mut server = ScramServer::new(m);
+        let bare = "n=alice,r=abc";
+        let Step::Continue(first) = server.step(format!("n,,{bare}").as_bytes(), &lookup) else {
+            panic!("no server-first");
+        };
+        let first = String::from_utf8(first).unwrap();
+        // As librdkafka < 2.6.1 builds it: r=<client nonce><combined nonce>.
+        let legacy = first.replacen("r=", "r=abc", 1);
+        let last = client_final(m, "pw", bare, &legacy);
+        // The proof covers the client-final message as sent; the server-first is ours.
+        let (without_proof, _) = last.rsplit_once(",p=").unwrap();
+        let attrs: std::collections::HashMap<&str, &str> =
+            first.split(',').filter_map(|a| a.split_once('=')).collect();
+        let salt = B64.decode(attrs["s"]).unwrap();
+        let salted = salted_password(m, b"pw", &salt, attrs["i"].parse().unwrap());
+        let client_key = hmac_bytes(m, &salted, b"Client Key");
+        let stored_key = digest::digest(m.digest(), &client_key);
+        let auth = format!("{bare},{first},{without_proof}");
+        let signature = hmac_bytes(m, stored_key.as_ref(), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let message = format!("{without_proof},p={}", B64.encode(proof));
+        assert!(matches!(
+            server.step(message.as_bytes(), &lookup),
+            Step::Success { .. }
+        ));
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub async fn serve(
             Some(acceptor) => {
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
+                        let (_, session) = tls.get_ref();
+                        debug!(suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+                            version = ?session.protocol_version(), "TLS established");
                         let (reader, writer) = tokio::io::split(tls);
                         serve_stream(&broker, &listener, reader, writer, peer, &shutdown).await;
                     }
@@ -241,6 +244,13 @@ async fn read_requests<R: AsyncRead + Unpin>(
         let response_header = response_header(header.correlation_id, api, version).map_err(Some)?;
         match api {
             ApiKey::SaslHandshake => {
+                if version == 0 {
+                    return Err(Some(
+                        "SaslHandshake v0 (raw SASL tokens) is not supported; clients since \
+                         Kafka 1.0 use v1 with SaslAuthenticate"
+                            .to_string(),
+                    ));
+                }
                 let request = decode_guard::decode(&mut frame, version)
                     .map_err(|e| Some(format!("malformed SaslHandshake: {e}")))?;
                 let response = sasl.handshake(listener, request);

@@ -116,6 +116,19 @@ def test_librdkafka_scram_over_tls_and_plain_over_plaintext(secured):
     round_trip({**plain(secured), "sasl.mechanism": "SCRAM-SHA-256"}, "lan-scram")
 
 
+def test_debian_kcat_librdkafka_2_0_logs_in_with_scram(secured):
+    """Debian's kcat links librdkafka 2.0, whose SCRAM client repeats its nonce
+    (librdkafka#4895, fixed in 2.6.1); tern accepts that form, as Kafka 3.8.1–3.9 do."""
+    common = ["-b", secured.ssl_bootstrap, "-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanism=SCRAM-SHA-512",
+              "-X", "sasl.username=alice", "-X", f"sasl.password={PASSWORD}", "-X", f"ssl.ca.location={secured.ca}"]
+    done = subprocess.run(["kcat", "-P", "-t", "kcat-secure", *common], input="a\nb\nc\n",
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(["kcat", "-C", "-t", "kcat-secure", "-e", "-f", "%s\n", *common],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["a", "b", "c"], (done.stdout, done.stderr)
+
+
 def test_wrong_credentials_and_untrusted_certificates_are_refused_clearly(secured, tmp_path):
     assert "Authentication failed" in refused(scram_ssl(secured, password=BAD))
     assert "Authentication failed" in refused(scram_ssl(secured, user="mallory"))

@@ -71,9 +71,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetDelete, 0, 0),
-    // Answered by the connection itself (kafka/sasl.rs). Handshake v0 (raw tokens
-    // after it) is not offered: every client since Kafka 1.0 uses v1.
-    (ApiKey::SaslHandshake, 1, 1),
+    // Answered by the connection itself (kafka/sasl.rs). v0 is listed because librdkafka
+    // 2.0 (Debian's kcat) looks for it before it uses SASL at all; a client that really
+    // sends v0 (raw tokens after it, Kafka < 1.0) is refused with a reason.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
