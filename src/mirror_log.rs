@@ -69,9 +69,7 @@ impl MirrorLog for MirrorPort {
     }
 
     fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), PortError> {
-        let log = self.partition(topic, partition)?;
-        let log = log.lock();
-        Ok((log.log_start_offset(), log.high_watermark()))
+        Ok(self.partition(topic, partition)?.bounds())
     }
 
     fn read(

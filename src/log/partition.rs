@@ -634,6 +634,12 @@ impl Partition {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// (log start, high watermark): what the bridges, the mirror and the sink may read.
+    pub fn bounds(&self) -> (i64, i64) {
+        let log = self.lock();
+        (log.log_start_offset(), log.high_watermark())
+    }
+
     /// Appends one request's batches: limits and compression are applied before the lock
     /// is taken, the positioned write happens under it.
     pub fn append(

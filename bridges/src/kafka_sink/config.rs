@@ -17,16 +17,7 @@ pub enum SinkConfigError {
     },
 }
 
-/// How the sink reaches the cluster (Kafka's `security.protocol`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SecurityProtocol {
-    #[default]
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
+pub use crate::kafka_client::SecurityProtocol;
 
 /// Where a partition without a stored cursor starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -157,12 +148,8 @@ pub fn cursor_group(sink: &str) -> String {
 
 /// TLS and SASL from the config; errors name the key.
 fn security(config: &KafkaSinkConfig) -> Result<Security, (&'static str, String)> {
-    let protocol = config.security_protocol;
-    let tls = matches!(protocol, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl);
-    let sasl = matches!(
-        protocol,
-        SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-    );
+    let tls = config.security_protocol.uses_tls();
+    let sasl = config.security_protocol.uses_sasl();
     let mut security = Security::default();
     if tls {
         let Some(ca_file) = config.ssl_ca_file.clone() else {
