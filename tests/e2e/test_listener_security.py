@@ -286,3 +286,44 @@ security_protocol = "SASL_PLAINTEXT"
     assert rejected > 0
     assert max(rss) < rss[0] + 64 * 1024, f"RSS grew from {rss[0]} to {max(rss)} KiB"
     tern.kill()
+
+
+def test_a_renewed_certificate_is_used_without_a_restart(tmp_path):
+    """The listener's certificate files are replaced (a renewal, here even by another
+    CA): new connections get the new certificate, tern keeps running."""
+    import shutil
+    first, second = certs(tmp_path / "first"), certs(tmp_path / "second")
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("hub.pem", "hub.key"):
+        shutil.copy(first / name, live / name)
+    port = free_port()
+    tern = Tern(tmp_path / "tern", config=f"""
+[[kafka.listeners]]
+name = "TLS"
+listen = "127.0.0.1:{port}"
+security_protocol = "SSL"
+cert = "{live / 'hub.pem'}"
+key = "{live / 'hub.key'}"
+""").start()
+    try:
+        def connects(ca) -> bool:
+            p = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "security.protocol": "SSL",
+                          "ssl.ca.location": str(ca)})
+            try:
+                p.list_topics(timeout=5)
+                return True
+            except KafkaException:
+                return False
+
+        assert connects(first / "ca.pem") and not connects(second / "ca.pem")
+        for name in ("hub.pem", "hub.key"):
+            shutil.copy(second / name, live / name)
+        deadline = time.time() + 20
+        while not connects(second / "ca.pem"):
+            assert time.time() < deadline, "the renewed certificate was never used"
+            time.sleep(0.5)
+        assert not connects(first / "ca.pem")
+        assert "TLS certificate reloaded" in tern.log_text()
+    finally:
+        tern.kill()
