@@ -11,6 +11,9 @@ use std::num::NonZeroU32;
 
 /// Kafka's minimum (and default) iteration count.
 pub const MIN_ITERATIONS: u32 = 4096;
+/// The most a credential may ask for (librdkafka's limit too): a server sending more
+/// would make a client burn seconds of CPU on one login.
+pub const MAX_ITERATIONS: u32 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Mechanism {
@@ -360,7 +363,9 @@ impl ScramClient {
                 self.user
             ));
         };
-        if !nonce.starts_with(&self.nonce) || iterations < MIN_ITERATIONS {
+        if !nonce.starts_with(&self.nonce)
+            || !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations)
+        {
             return Err("the server's SCRAM nonce or iteration count is not acceptable".into());
         }
         let m = self.mechanism;
@@ -493,6 +498,19 @@ mod tests {
             client.verify(&message).unwrap();
             assert!(client.verify(b"v=AAAA").is_err());
         }
+    }
+
+    #[test]
+    fn a_client_refuses_a_server_that_asks_for_too_many_or_too_few_iterations() {
+        let mut client = ScramClient::new(Mechanism::Sha256, "a", "pw").unwrap();
+        let nonce = client.nonce.clone();
+        for i in [1, 4095, 1_000_001, u32::MAX] {
+            let first = format!("r={nonce}xyz,s=c2FsdA==,i={i}");
+            assert!(client.last(first.as_bytes()).is_err(), "{i}");
+        }
+        assert!(client
+            .last(format!("r={nonce}xyz,s=c2FsdA==,i=4096").as_bytes())
+            .is_ok());
     }
 
     #[test]

@@ -268,7 +268,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
             ApiKey::SaslAuthenticate => {
                 let request = decode_guard::decode(&mut frame, version)
                     .map_err(|e| Some(format!("malformed SaslAuthenticate: {e}")))?;
-                let answer = sasl.authenticate(&broker.users, request);
+                // PLAIN derives the key (thousands of PBKDF2 rounds): off the async worker.
+                let answer =
+                    tokio::task::block_in_place(|| sasl.authenticate(&broker.users, request));
                 let body = api::encode(&answer.response, version);
                 let Some(why) = answer.failed else {
                     if let Some(principal) = sasl.principal() {

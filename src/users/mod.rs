@@ -102,10 +102,11 @@ pub fn add(
     if password.is_empty() {
         return Err(UsersError::Bad("the password is empty".into()));
     }
-    if iterations < scram::MIN_ITERATIONS {
+    if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&iterations) {
         return Err(UsersError::Bad(format!(
-            "iterations must be at least {}",
-            scram::MIN_ITERATIONS
+            "iterations must be between {} and {}",
+            scram::MIN_ITERATIONS,
+            scram::MAX_ITERATIONS
         )));
     }
     let path = users_path(data_dir);
