@@ -43,6 +43,8 @@ pub struct Broker {
     pub mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces,
     /// SASL users of the Kafka listeners (`<data_dir>/users.json`).
     pub users: crate::users::Users,
+    /// ACLs of the Kafka listeners (`[kafka.authorization]`, `<data_dir>/acls.json`).
+    pub authorizer: crate::acls::Authorizer,
     /// The running `[[sinks.kafka]]` (what `/v1/sinks` shows, what they forwarded).
     pub sinks: std::sync::Mutex<Vec<crate::sink_log::RunningSink>>,
     advertised_host: String,
@@ -126,6 +128,17 @@ impl Broker {
         } else {
             config.kafka.advertised_port
         } as i32;
+        let authorizer = crate::acls::Authorizer::open(
+            config.kafka.authorization.clone(),
+            &config.broker.data_dir,
+            metrics.authorization_denied.clone(),
+        )
+        .map_err(|e| TopicError::BadMetadata {
+            path: crate::acls::store::acls_path(&config.broker.data_dir)
+                .display()
+                .to_string(),
+            reason: e.to_string(),
+        })?;
         let response_budget = Arc::new(tokio::sync::Semaphore::new(
             (config.kafka.max_queued_response_bytes / 1024).max(1024) as usize,
         ));
@@ -136,6 +149,7 @@ impl Broker {
                 mirror_edge: std::sync::OnceLock::new(),
                 sinks: std::sync::Mutex::new(Vec::new()),
                 users: crate::users::Users::open(&config.broker.data_dir),
+                authorizer,
                 mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces::load(
                     &config.broker.data_dir,
                 ),

@@ -126,6 +126,8 @@ pub struct KafkaSection {
     pub default_partitions: i32,
     /// More listeners, each with its own security protocol (`[[kafka.listeners]]`).
     pub listeners: Vec<crate::kafka::listener::ListenerConfig>,
+    /// ACLs (`[kafka.authorization]`).
+    pub authorization: crate::acls::authorizer::AuthorizationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +171,7 @@ impl Default for KafkaSection {
             auto_create_topics: true,
             listeners: Vec::new(),
             default_partitions: 1,
+            authorization: Default::default(),
         }
     }
 }
@@ -235,6 +238,10 @@ impl Config {
                 .validate(i)
                 .map_err(|(key, reason)| invalid(&key, &reason))?;
         }
+        self.kafka
+            .authorization
+            .validate()
+            .map_err(|(key, reason)| invalid(&key, &reason))?;
         if self.kafka.max_connections == 0 {
             return Err(invalid("kafka.max_connections", "must be >= 1"));
         }

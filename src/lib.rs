@@ -7,6 +7,7 @@
 //! - `topics`     topics, partitions and topic configs (Kafka names), on-disk registry.
 //! - `broker`     shared state handed to every connection and task.
 //! - `kafka`      the Kafka-protocol listener: framing, one handler per API.
+//! - `acls`       who a connection is and what it may do (Kafka's ACL model).
 //! - `groups`     consumer groups: state machine, coordinator, committed offsets.
 //! - `producer_ids` ids for idempotent producers (InitProducerId).
 //! - `retention`  background retention and the global disk budget.
@@ -22,12 +23,14 @@
 //! - `client`     the CLI's Kafka client (its connection is `tern_bridges::kafka_client`).
 //! - `alloc`      the global allocator (lazy backing for hostile allocation sizes).
 
+pub mod acls;
 pub mod alloc;
 pub mod bridge_log;
 pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod durable_file;
 pub mod groups;
 pub mod http;
 pub mod kafka;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_rejected: Counter,
     pub auth_failures: Counter,
+    pub authorization_denied: crate::acls::authorizer::Denied,
     pub bad_requests: Counter,
     log_size: Family<Labels, Gauge>,
     log_segments: Family<Labels, Gauge>,
@@ -65,6 +66,7 @@ impl Metrics {
             connections: Gauge::default(),
             connections_rejected: Counter::default(),
             auth_failures: Counter::default(),
+            authorization_denied: Default::default(),
             bad_requests: Counter::default(),
             log_size: Family::default(),
             log_segments: Family::default(),
@@ -153,6 +155,11 @@ impl Metrics {
             "auth_failures",
             "Failed SASL authentications, and requests sent before authenticating",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "authorization_denied",
+            "Operations refused by the ACLs, by resource type",
+            m.authorization_denied.clone(),
         );
         registry.register(
             "bad_requests",

@@ -57,18 +57,33 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError
 }
 
 /// rustls server configuration (ring provider, TLS 1.2 and 1.3) from a PEM certificate
-/// chain and key: the Kafka listener's SSL and SASL_SSL.
+/// chain and key: the Kafka listener's SSL and SASL_SSL. With `client_ca`, clients must
+/// present a certificate that CA issued (Kafka's `ssl.client.auth=required`).
 pub fn server_config(
     cert_file: &Path,
     key_file: &Path,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = certificates(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| file_err(key_file, e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)?;
-    Ok(Arc::new(config))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca_file)? {
+                roots.add(cert).map_err(|e| file_err(ca_file, e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| file_err(ca_file, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Ok(Arc::new(builder.with_single_cert(chain, key)?))
 }

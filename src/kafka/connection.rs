@@ -24,6 +24,7 @@ use super::api::{self, Reply};
 use super::decode_guard;
 use super::listener::Listener;
 use super::sasl::{SaslSession, UNAUTHENTICATED_MAX_FRAME};
+use crate::acls::{Session, ANONYMOUS};
 use crate::broker::Broker;
 
 /// How long a client has for its TLS handshake.
@@ -76,7 +77,7 @@ pub async fn serve(
         match listener.acceptor() {
             None => {
                 let (reader, writer) = stream.into_split();
-                serve_stream(&broker, &listener, reader, writer, peer, &shutdown).await;
+                serve_stream(&broker, &listener, reader, writer, peer, None, &shutdown).await;
             }
             Some(acceptor) => {
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -84,8 +85,19 @@ pub async fn serve(
                         let (_, session) = tls.get_ref();
                         debug!(suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
                             version = ?session.protocol_version(), "TLS established");
-                        let (reader, writer) = tokio::io::split(tls);
-                        serve_stream(&broker, &listener, reader, writer, peer, &shutdown).await;
+                        match certificate_principal(&listener, session.peer_certificates()) {
+                            Ok(principal) => {
+                                let (reader, writer) = tokio::io::split(tls);
+                                serve_stream(
+                                    &broker, &listener, reader, writer, peer, principal, &shutdown,
+                                )
+                                .await;
+                            }
+                            Err(why) => {
+                                broker.metrics.auth_failures.inc();
+                                warn!(reason = %why, "client certificate refused");
+                            }
+                        }
                     }
                     Ok(Err(e)) => {
                         broker.metrics.bad_requests.inc();
@@ -104,12 +116,33 @@ pub async fn serve(
     .await
 }
 
+/// The principal a verified client certificate names, on listeners that use them.
+fn certificate_principal(
+    listener: &Listener,
+    chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Result<Option<String>, String> {
+    let Some(mapping) = &listener.certificate_principal else {
+        return Ok(None);
+    };
+    let leaf = chain
+        .and_then(|c| c.first())
+        .ok_or("no client certificate")?;
+    let dn = crate::acls::principal::certificate_dn(leaf)?;
+    let name = mapping
+        .apply(&dn)
+        .ok_or_else(|| format!("no ssl_principal_mapping_rules rule applies to {dn:?}"))?;
+    debug!(%dn, principal = %name, "client certificate accepted");
+    Ok(Some(format!("User:{name}")))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream<R, W>(
     broker: &Arc<Broker>,
     listener: &Arc<Listener>,
     reader: R,
     writer: W,
     peer: SocketAddr,
+    certificate_principal: Option<String>,
     shutdown: &CancellationToken,
 ) where
     R: AsyncRead + Unpin,
@@ -118,7 +151,16 @@ async fn serve_stream<R, W>(
     {
         let (tx, rx) = mpsc::channel(broker.config.kafka.max_in_flight_requests);
         let writer_task = tokio::spawn(write_responses(writer, rx).in_current_span());
-        let outcome = read_requests(broker, listener, peer, reader, tx, shutdown).await;
+        let outcome = read_requests(
+            broker,
+            listener,
+            peer,
+            certificate_principal,
+            reader,
+            tx,
+            shutdown,
+        )
+        .await;
         match outcome {
             Ok(()) | Err(None) => debug!("client closed the connection"),
             Err(Some(why)) => {
@@ -178,12 +220,20 @@ async fn read_requests<R: AsyncRead + Unpin>(
     broker: &Arc<Broker>,
     listener: &Arc<Listener>,
     peer: SocketAddr,
+    certificate_principal: Option<String>,
     mut reader: R,
     tx: mpsc::Sender<Outgoing>,
     shutdown: &CancellationToken,
 ) -> Result<(), Option<String>> {
     let fetch_queue = api::FetchQueue::new();
     let mut sasl = SaslSession::new(listener);
+    // Who this connection is for the ACLs: set now, or once SASL succeeds.
+    let mut session = (!listener.protocol.uses_sasl()).then(|| {
+        Arc::new(Session::new(
+            certificate_principal.unwrap_or_else(|| ANONYMOUS.to_string()),
+            peer.ip(),
+        ))
+    });
     // A SASL connection that has not logged in by then is closed: idle floods of
     // unauthenticated connections do not hold slots.
     let login_deadline = tokio::time::Instant::now()
@@ -275,6 +325,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 let Some(why) = answer.failed else {
                     if let Some(principal) = sasl.principal() {
                         debug!(%principal, "authenticated");
+                        session = Some(Arc::new(Session::new(principal.to_string(), peer.ip())));
                     }
                     send(
                         &tx,
@@ -303,7 +354,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 return Err(None);
             }
             ApiKey::ApiVersions => {}
-            _ if !sasl.authenticated() => {
+            _ if !sasl.authenticated() || session.is_none() => {
                 broker.metrics.auth_failures.inc();
                 return Err(Some(format!(
                     "{api:?} before SASL authentication (listener {} is {:?})",
@@ -312,8 +363,12 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
             _ => {}
         }
+        let Some(session) = session.clone() else {
+            return Err(Some("no principal for this connection".to_string()));
+        };
         let context = api::RequestContext {
             listener: Arc::clone(listener),
+            session,
             fetch_queue: Arc::clone(&fetch_queue),
             client_id: header
                 .client_id

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
+use crate::acls::principal::PrincipalMapping;
+
 /// How often certificate files are checked for changes (on accept).
 const CERT_CHECK: Duration = Duration::from_secs(2);
 
@@ -38,6 +40,22 @@ pub struct ListenerConfig {
     /// PEM certificate chain and key (SSL and SASL_SSL listeners).
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// SSL listeners: `required` asks every client for a certificate issued by
+    /// `client_ca` and makes its subject the principal (Kafka's `ssl.client.auth`);
+    /// `none` (default) asks for none.
+    pub ssl_client_auth: ClientAuth,
+    pub client_ca: Option<PathBuf>,
+    /// Kafka's `ssl.principal.mapping.rules` for client certificates.
+    pub ssl_principal_mapping_rules: String,
+}
+
+/// Kafka's `ssl.client.auth` (`requested` is not offered: a principal that depends on
+/// whether the client happened to send a certificate is a trap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    None,
+    Required,
 }
 
 impl Default for ListenerConfig {
@@ -51,6 +69,9 @@ impl Default for ListenerConfig {
             sasl_mechanisms: MECHANISMS.iter().map(|m| m.to_string()).collect(),
             cert: None,
             key: None,
+            ssl_client_auth: ClientAuth::None,
+            client_ca: None,
+            ssl_principal_mapping_rules: "DEFAULT".to_string(),
         }
     }
 }
@@ -78,9 +99,33 @@ impl ListenerConfig {
                     "SSL and SASL_SSL listeners need `cert` and `key`".into(),
                 ));
             };
-            tern_bridges::tls::server_config(cert, key_file)
+            tern_bridges::tls::server_config(cert, key_file, self.client_ca())
                 .map_err(|e| (key("cert"), e.to_string()))?;
         }
+        match (self.ssl_client_auth, &self.client_ca) {
+            (ClientAuth::Required, None) => {
+                return Err((
+                    key("client_ca"),
+                    "ssl_client_auth = \"required\" needs the CA that issues client certificates"
+                        .into(),
+                ))
+            }
+            (ClientAuth::Required, Some(_)) if !self.security_protocol.uses_tls() => {
+                return Err((
+                    key("ssl_client_auth"),
+                    "client certificates need an SSL or SASL_SSL listener".into(),
+                ))
+            }
+            (ClientAuth::None, Some(_)) => {
+                return Err((
+                    key("client_ca"),
+                    "set ssl_client_auth = \"required\" to use it".into(),
+                ))
+            }
+            _ => {}
+        }
+        PrincipalMapping::parse(&self.ssl_principal_mapping_rules)
+            .map_err(|e| (key("ssl_principal_mapping_rules"), e))?;
         if self.security_protocol.uses_sasl() {
             if self.sasl_mechanisms.is_empty() {
                 return Err((key("sasl_mechanisms"), "name at least one mechanism".into()));
@@ -98,6 +143,13 @@ impl ListenerConfig {
         }
         Ok(())
     }
+
+    fn client_ca(&self) -> Option<&std::path::Path> {
+        match self.ssl_client_auth {
+            ClientAuth::Required => self.client_ca.as_deref(),
+            ClientAuth::None => None,
+        }
+    }
 }
 
 /// A bound listener as connections see it.
@@ -107,6 +159,8 @@ pub struct Listener {
     /// (host, port) given to clients of this listener in Metadata and FindCoordinator.
     pub advertised: (String, i32),
     pub mechanisms: Vec<String>,
+    /// Client certificates name the principal (SSL listeners with client auth).
+    pub certificate_principal: Option<PrincipalMapping>,
     tls: Option<Reloading>,
 }
 
@@ -114,6 +168,7 @@ pub struct Listener {
 struct Reloading {
     cert: PathBuf,
     key: PathBuf,
+    client_ca: Option<PathBuf>,
     state: Mutex<TlsState>,
 }
 
@@ -134,6 +189,7 @@ impl Listener {
             protocol: SecurityProtocol::Plaintext,
             advertised,
             mechanisms: Vec::new(),
+            certificate_principal: None,
             tls: None,
         }
     }
@@ -148,11 +204,12 @@ impl Listener {
             &config.key,
         ) {
             (true, Some(cert), Some(key)) => {
-                let server =
-                    tern_bridges::tls::server_config(cert, key).map_err(|e| e.to_string())?;
+                let server = tern_bridges::tls::server_config(cert, key, config.client_ca())
+                    .map_err(|e| e.to_string())?;
                 Some(Reloading {
                     cert: cert.clone(),
                     key: key.clone(),
+                    client_ca: config.client_ca().map(|p| p.to_path_buf()),
                     state: Mutex::new(TlsState {
                         checked: Instant::now(),
                         stamps: (modified(cert), modified(key)),
@@ -165,11 +222,19 @@ impl Listener {
             }
             _ => None,
         };
+        // SASL names the principal on SASL_SSL; the certificate only on SSL.
+        let certificate_principal = match (config.client_ca(), config.security_protocol) {
+            (Some(_), SecurityProtocol::Ssl) => Some(PrincipalMapping::parse(
+                &config.ssl_principal_mapping_rules,
+            )?),
+            _ => None,
+        };
         Ok(Listener {
             name: config.name.clone(),
             protocol: config.security_protocol,
             advertised,
             mechanisms: config.sasl_mechanisms.clone(),
+            certificate_principal,
             tls,
         })
     }
@@ -183,7 +248,11 @@ impl Listener {
             state.checked = Instant::now();
             let stamps = (modified(&tls.cert), modified(&tls.key));
             if stamps != state.stamps {
-                match tern_bridges::tls::server_config(&tls.cert, &tls.key) {
+                match tern_bridges::tls::server_config(
+                    &tls.cert,
+                    &tls.key,
+                    tls.client_ca.as_deref(),
+                ) {
                     Ok(server) => {
                         state.acceptor = TlsAcceptor::from(server);
                         state.stamps = stamps;

@@ -5,7 +5,6 @@
 pub use tern_bridges::scram;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -57,29 +56,10 @@ fn read(path: &Path) -> Result<UsersFile, UsersError> {
     }
 }
 
-/// Replaces the file atomically and durably (temp file, fsync, rename, fsync directory),
-/// readable only by its owner.
+/// Replaces the file atomically and durably, readable only by its owner.
 fn write(path: &Path, file: &UsersFile) -> Result<(), UsersError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(file).map_err(|e| UsersError::Bad(e.to_string()))?;
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(&text).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    crate::durable_file::replace(path, &text).map_err(io(path))
 }
 
 fn valid_user_name(name: &str) -> bool {

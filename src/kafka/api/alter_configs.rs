@@ -1,16 +1,16 @@
 //! AlterConfigs (replace a topic's overrides) and IncrementalAlterConfigs (set / delete
 //! single keys). Both validate every value before changing anything.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use super::{str_bytes, RESOURCE_TOPIC};
-use crate::broker::Broker;
+use crate::acls::Operation;
 use crate::kafka::errors::code_and_message;
 use crate::topics::config::ConfigType;
 
@@ -38,14 +38,22 @@ fn edit_list(current: &str, items: &str, append: bool) -> String {
     list.join(",")
 }
 
-fn error(
-    code: ResponseError,
-    message: String,
-) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+fn error(code: ResponseError, message: String) -> (i16, Option<StrBytes>) {
     (code.code(), Some(str_bytes(&message)))
 }
 
-pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+/// ALTER_CONFIGS on the topic, or an authorization error.
+fn denied(access: &Access, resource_type: i8, name: &str) -> Option<(i16, Option<StrBytes>)> {
+    (resource_type == RESOURCE_TOPIC && !access.topic(Operation::AlterConfigs, name)).then(|| {
+        error(
+            ResponseError::TopicAuthorizationFailed,
+            format!("not authorized to alter the configs of topic {name}"),
+        )
+    })
+}
+
+pub fn alter(access: &Access, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let broker = access.broker;
     let responses = request
         .resources
         .iter()
@@ -55,6 +63,8 @@ pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigs
                     ResponseError::InvalidRequest,
                     "only topic configs can be altered".to_string(),
                 )
+            } else if let Some(refused) = denied(access, r.resource_type, &r.resource_name) {
+                refused
             } else {
                 let pairs: Vec<(String, String)> = r
                     .configs
@@ -89,9 +99,10 @@ pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigs
 }
 
 pub fn incremental(
-    broker: &Arc<Broker>,
+    access: &Access,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
+    let broker = access.broker;
     let responses = request
         .resources
         .iter()
@@ -106,6 +117,8 @@ pub fn incremental(
             });
             let (code, message) = if r.resource_type != RESOURCE_TOPIC {
                 error(ResponseError::InvalidRequest, "only topic configs can be altered".to_string())
+            } else if let Some(refused) = denied(access, r.resource_type, &r.resource_name) {
+                refused
             } else if let Some(c) = bad_op {
                 let code = if c.config_operation > OP_SUBTRACT {
                     ResponseError::InvalidRequest

@@ -2,7 +2,6 @@
 //! (or -1, "broker default") on a single node.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -10,15 +9,12 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::kafka::errors::code_and_message;
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    request: CreateTopicsRequest,
-    version: i16,
-) -> CreateTopicsResponse {
+pub fn handle(access: &Access, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let broker = access.broker;
     let results = request
         .topics
         .iter()
@@ -28,6 +24,13 @@ pub fn handle(
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
+            if !access.may_create_topic(&name) {
+                return result
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes(&format!(
+                        "not authorized to create topic {name}"
+                    ))));
+            }
             if t.replication_factor != -1 && t.replication_factor != 1 {
                 return result
                     .with_error_code(ResponseError::InvalidReplicationFactor.code())

@@ -1,22 +1,24 @@
 //! DeleteGroups: removes an empty group and its committed offsets (tombstones in
 //! `__consumer_offsets`, answered once durable).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use super::Reply;
-use crate::broker::Broker;
+use crate::acls::Operation;
 
-pub fn handle(broker: &Arc<Broker>, request: DeleteGroupsRequest, version: i16) -> Reply {
+pub fn handle(access: &Access, request: DeleteGroupsRequest, version: i16) -> Reply {
+    let broker = access.broker;
     let offsets = &broker.groups.offsets;
     let mut results = Vec::new();
     let mut pending = Vec::new();
     for id in &request.groups_names {
         let known = broker.groups.describe(&id.0).is_some() || offsets.has_offsets(&id.0);
-        let code = if !crate::groups::valid_group_id(&id.0) {
+        let code = if !access.group(Operation::Delete, &id.0) {
+            ResponseError::GroupAuthorizationFailed.code()
+        } else if !crate::groups::valid_group_id(&id.0) {
             ResponseError::InvalidGroupId.code()
         } else if !known {
             ResponseError::GroupIdNotFound.code()

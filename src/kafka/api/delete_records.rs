@@ -1,21 +1,22 @@
 //! DeleteRecords: moves a partition's log start offset forward (-1: to the high watermark).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use super::access::Access;
+use crate::acls::Operation;
 use crate::kafka::errors::log_error_code;
 
-pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub fn handle(access: &Access, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let broker = access.broker;
     let topics = request
         .topics
         .iter()
         .map(|t| {
+            let allowed = access.topic(Operation::Delete, &t.name.0);
             let topic = broker.topics.get(&t.name.0);
             let partitions = t
                 .partitions
@@ -24,6 +25,10 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if !allowed {
+                        return result
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     if crate::topics::is_internal(&t.name.0) {
                         return result.with_error_code(ResponseError::InvalidTopicException.code());
                     }

@@ -1,15 +1,14 @@
 //! DescribeConfigs: every topic config tern knows, with its effective value and source.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use super::{str_bytes, RESOURCE_BROKER, RESOURCE_TOPIC};
-use crate::broker::Broker;
+use crate::acls::Operation;
 use crate::topics::{config::KEYS, Source};
 
 /// Kafka's ConfigSource numbering.
@@ -22,10 +21,11 @@ pub fn source_code(source: Source) -> i8 {
 }
 
 pub fn handle(
-    broker: &Arc<Broker>,
+    access: &Access,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
+    let broker = access.broker;
     let results = request
         .resources
         .iter()
@@ -40,6 +40,16 @@ pub fn handle(
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
             };
             match r.resource_type {
+                RESOURCE_TOPIC if !access.topic(Operation::DescribeConfigs, &name) => result
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes(&format!(
+                        "not authorized to describe the configs of topic {name}"
+                    )))),
+                RESOURCE_BROKER if !access.cluster(Operation::DescribeConfigs) => result
+                    .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes(
+                        "not authorized to describe the broker's configs",
+                    ))),
                 RESOURCE_TOPIC => {
                     let Some(topic) = broker.topics.get(&name) else {
                         return result

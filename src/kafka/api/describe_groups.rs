@@ -1,25 +1,33 @@
 //! DescribeGroups: state, protocol and members with their metadata and assignments.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::str_bytes;
-use crate::broker::Broker;
+use kafka_protocol::ResponseError;
+
+use super::access::Access;
+use crate::acls::{Operation, ResourceType};
 
 pub fn handle(
-    broker: &Arc<Broker>,
+    access: &Access,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
+    let broker = access.broker;
     let groups = request
         .groups
         .iter()
         .map(|id| {
             let mut described = DescribedGroup::default().with_group_id(id.clone());
+            if !access.group(Operation::Describe, &id.0) {
+                return described
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_group_state(str_bytes("Dead"));
+            }
             if version >= 3 && request.include_authorized_operations {
-                described.authorized_operations = super::GROUP_OPERATIONS;
+                described.authorized_operations =
+                    access.operations(ResourceType::Group, &id.0, super::GROUP_OPERATIONS);
             }
             match broker.groups.describe(&id.0) {
                 Some(view) => described

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::access::Access;
 use super::{encode, Reply};
+use crate::acls::Operation;
 use crate::broker::Broker;
 use crate::kafka::errors::log_error_code;
 use crate::log::batch::BatchHeader;
@@ -73,13 +75,15 @@ impl Drop for FetchTurn {
     }
 }
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    request: FetchRequest,
-    version: i16,
-    ticket: FetchTicket,
-) -> Reply {
-    let broker = Arc::clone(broker);
+pub fn handle(access: &Access, request: FetchRequest, version: i16, ticket: FetchTicket) -> Reply {
+    let broker = Arc::clone(access.broker);
+    // Decided once, before any long poll: READ on each topic.
+    let denied: Vec<String> = request
+        .topics
+        .iter()
+        .map(|t| t.topic.0.to_string())
+        .filter(|name| !access.topic(Operation::Read, name))
+        .collect();
     Reply::Later(Box::pin(async move {
         // One response per connection in memory at a time, in request order.
         let turn = ticket.turn().await;
@@ -98,11 +102,16 @@ pub fn handle(
             // bytes read still exist.
             let Some(mut permit) = reserve(&broker, want.saturating_mul(2), deadline).await else {
                 // No memory within the wait: an empty answer, the client fetches again.
-                let (response, _, _) = read_all(&broker, &request, version, 0);
+                let (response, _, _) = read_all(&broker, &request, &denied, version, 0);
                 return encode(&response, version);
             };
-            let (response, bytes, errors) =
-                read_all(&broker, &request, version, permit.num_permits() * KIB / 2);
+            let (response, bytes, errors) = read_all(
+                &broker,
+                &request,
+                &denied,
+                version,
+                permit.num_permits() * KIB / 2,
+            );
 
             // Keep what the read and its encoding take (one first batch may exceed the
             // reservation, as in Kafka's KIP-74); return the rest at once.
@@ -157,6 +166,7 @@ async fn reserve(broker: &Broker, want: usize, deadline: Instant) -> Option<Owne
 fn read_all(
     broker: &Broker,
     request: &FetchRequest,
+    denied: &[String],
     version: i16,
     reserved: usize,
 ) -> (FetchResponse, usize, bool) {
@@ -168,7 +178,12 @@ fn read_all(
     let mut topics = Vec::with_capacity(request.topics.len());
     for fetch_topic in &request.topics {
         let name = fetch_topic.topic.0.to_string();
-        let topic = broker.topics.get(&name);
+        let denied = denied.contains(&name);
+        let topic = if denied {
+            None
+        } else {
+            broker.topics.get(&name)
+        };
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
         for fp in &fetch_topic.partitions {
             let mut data = PartitionData::default()
@@ -179,6 +194,10 @@ fn read_all(
                 .with_aborted_transactions(Some(Vec::new()))
                 .with_preferred_read_replica(BrokerId(-1));
             match topic.as_ref().and_then(|t| t.partition(fp.partition)) {
+                None if denied => {
+                    data.error_code = ResponseError::TopicAuthorizationFailed.code();
+                    errors = true;
+                }
                 None => {
                     data.error_code = ResponseError::UnknownTopicOrPartition.code();
                     errors = true;

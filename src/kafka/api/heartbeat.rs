@@ -1,13 +1,17 @@
 //! Heartbeat: keeps a member alive; REBALANCE_IN_PROGRESS tells it to rejoin.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use crate::broker::Broker;
+use super::access::Access;
+use crate::acls::Operation;
 use crate::kafka::errors::group_result_code;
 
-pub fn handle(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
+pub fn handle(access: &Access, request: HeartbeatRequest) -> HeartbeatResponse {
+    let broker = access.broker;
+    if !access.group(Operation::Read, &request.group_id.0) {
+        return HeartbeatResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let result = broker.groups.heartbeat(
         &request.group_id.0,
         &request.member_id,

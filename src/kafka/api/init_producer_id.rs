@@ -2,14 +2,14 @@
 //! bumped epoch when the producer asks to re-initialise (KIP-360). Transactions are not
 //! supported: a transactional id is refused.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub fn handle(access: &Access, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    let broker = access.broker;
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -18,6 +18,9 @@ pub fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProdu
             "InitProducerId with a transactional id refused: tern does not support transactions"
         );
         return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    if !access.may_write_idempotently() {
+        return response.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
     if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
         // Epoch bump: batches of the old epoch are fenced from now on.

@@ -1,22 +1,36 @@
 //! JoinGroup: parks until the group's rebalance completes (see groups::state).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{str_bytes, Reply};
-use crate::broker::Broker;
+use kafka_protocol::ResponseError;
+
+use super::access::Access;
+use crate::acls::Operation;
 use crate::groups::state::JoinArgs;
 use crate::kafka::errors::group_error_code;
 
 pub fn handle(
-    broker: &Arc<Broker>,
+    access: &Access,
     request: JoinGroupRequest,
     version: i16,
     client_id: String,
     client_host: String,
 ) -> Reply {
+    let broker = access.broker;
+    if !access.group(Operation::Read, &request.group_id.0) {
+        let mut response = JoinGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+            .with_generation_id(-1)
+            .with_member_id(request.member_id.clone());
+        if version >= 7 {
+            response.protocol_name = None;
+        } else {
+            response.protocol_name = Some(str_bytes(""));
+        }
+        return Reply::now(response, version);
+    }
     let session = request.session_timeout_ms.max(0) as u64;
     // v0 has no rebalance timeout: the session timeout serves for both.
     let rebalance = if version >= 1 {

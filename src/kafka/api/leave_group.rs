@@ -1,18 +1,18 @@
 //! LeaveGroup: one member (v0-2) or a batch of members by id or instance id (v3+).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use crate::broker::Broker;
+use super::access::Access;
+use crate::acls::Operation;
 use crate::kafka::errors::group_result_code;
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    request: LeaveGroupRequest,
-    version: i16,
-) -> LeaveGroupResponse {
+pub fn handle(access: &Access, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let broker = access.broker;
+    if !access.group(Operation::Read, &request.group_id.0) {
+        return LeaveGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     if version < 3 {
         let results = broker.groups.leave(
             &request.group_id.0,

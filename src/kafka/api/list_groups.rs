@@ -1,19 +1,17 @@
 //! ListGroups: groups with members, and groups that only have committed offsets (Empty).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use std::collections::BTreeMap;
 
+use super::access::Access;
 use super::str_bytes;
-use crate::broker::Broker;
+use crate::acls::Operation;
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    request: ListGroupsRequest,
-    version: i16,
-) -> ListGroupsResponse {
+pub fn handle(access: &Access, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let broker = access.broker;
+    // DESCRIBE on the cluster lists every group; otherwise the groups one may describe.
+    let everything = access.cluster(Operation::Describe);
     let mut groups: BTreeMap<String, (String, &'static str)> = BTreeMap::new();
     for id in broker.groups.offsets.groups() {
         groups.insert(id, ("consumer".to_string(), "Empty"));
@@ -25,6 +23,7 @@ pub fn handle(
     }
     let listed = groups
         .into_iter()
+        .filter(|(id, _)| everything || access.group(Operation::Describe, id))
         .filter(|(_, (_, state))| {
             version < 4
                 || request.states_filter.is_empty()

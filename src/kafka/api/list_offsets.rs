@@ -1,15 +1,14 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3) or the first offset at or
 //! after a timestamp. "Latest" is the high watermark: the end of the durable log.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use super::access::Access;
+use crate::acls::Operation;
 use crate::kafka::errors::log_error_code;
 
 const LATEST: i64 = -1;
@@ -17,12 +16,18 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(access: &Access, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let broker = access.broker;
     let topics = request
         .topics
         .iter()
         .map(|t| {
-            let topic = broker.topics.get(&t.name.0);
+            let allowed = access.topic(Operation::Describe, &t.name.0);
+            let topic = if allowed {
+                broker.topics.get(&t.name.0)
+            } else {
+                None
+            };
             let partitions = t
                 .partitions
                 .iter()
@@ -34,8 +39,12 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsR
                     let Some(partition) =
                         topic.as_ref().and_then(|t| t.partition(p.partition_index))
                     else {
-                        return response
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let code = if allowed {
+                            ResponseError::UnknownTopicOrPartition
+                        } else {
+                            ResponseError::TopicAuthorizationFailed
+                        };
+                        return response.with_error_code(code.code());
                     };
                     let found = match p.timestamp {
                         LATEST => Ok(Some((partition.lock().high_watermark(), -1))),

@@ -1,8 +1,6 @@
 //! Metadata: brokers (just this one), topics and partitions, auto-creating topics a
 //! producer asks about when `kafka.auto_create_topics` is on.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -10,17 +8,19 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::access::Access;
 use super::{str_bytes, topic_name};
-use crate::broker::Broker;
+use crate::acls::{Operation, ResourceType, CLUSTER_NAME};
 use crate::kafka::errors::topic_error_code;
 use crate::topics::Topic;
 
 pub fn handle(
-    broker: &Arc<Broker>,
+    access: &Access,
     listener: &crate::kafka::listener::Listener,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
+    let broker = access.broker;
     let node = broker.node_id();
     let (host, port) = (listener.advertised.0.as_str(), listener.advertised.1);
     // v0: an empty list means all topics; v1+: null means all topics.
@@ -35,15 +35,24 @@ pub fn handle(
     };
     let allow_create = version < 4 || request.allow_auto_topic_creation;
     let topics = match requested {
+        // All topics: those the principal may describe (Kafka leaves the others out).
         None => broker
             .topics
             .list()
             .iter()
+            .filter(|t| access.topic(Operation::Describe, &t.name))
             .map(|t| describe(t, node))
             .collect(),
         Some(names) => names
             .iter()
             .map(|name| {
+                if !access.topic(Operation::Describe, name) {
+                    return missing(name, ResponseError::TopicAuthorizationFailed.code());
+                }
+                let exists = broker.topics.get(name).is_some();
+                if !exists && allow_create && !access.may_create_topic(name) {
+                    return missing(name, ResponseError::TopicAuthorizationFailed.code());
+                }
                 let found = if allow_create {
                     broker.topic_or_auto_create(name)
                 } else {
@@ -70,13 +79,18 @@ pub fn handle(
     if version >= 2 {
         response.cluster_id = Some(str_bytes(&broker.config.broker.cluster_id));
     }
-    // No authorizer: every operation is allowed (what Kafka answers without one).
     if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
-        response.cluster_authorized_operations = super::CLUSTER_OPERATIONS;
+        response.cluster_authorized_operations = access.operations(
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            super::CLUSTER_OPERATIONS,
+        );
     }
     for topic in &mut response.topics {
         if version >= 8 && request.include_topic_authorized_operations && topic.error_code == 0 {
-            topic.topic_authorized_operations = super::TOPIC_OPERATIONS;
+            let name = topic.name.as_ref().map(|n| n.0.as_str()).unwrap_or("");
+            topic.topic_authorized_operations =
+                access.operations(ResourceType::Topic, name, super::TOPIC_OPERATIONS);
         }
         if version < 10 {
             topic.topic_id = Uuid::nil();

@@ -5,6 +5,8 @@
 //! waiting for fsync, fetch long-polling), or nothing (acks=0). Work that must happen in
 //! request order (appends) is done before the handler returns.
 
+mod access;
+mod acls;
 mod alter_configs;
 mod api_versions;
 mod create_partitions;
@@ -38,6 +40,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{self as m, ApiKey};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use crate::acls::Operation;
 use crate::broker::Broker;
 
 pub use api_versions::unsupported_version_response;
@@ -71,6 +74,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
     // Answered by the connection itself (kafka/sasl.rs). v0 is listed because librdkafka
     // 2.0 (Debian's kcat) looks for it before it uses SASL at all; a client that really
     // sends v0 (raw tokens after it, Kafka < 1.0) is refused with a reason.
@@ -83,6 +89,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 pub struct RequestContext {
     /// The listener the client connected to (its advertised address answers Metadata).
     pub listener: Arc<crate::kafka::listener::Listener>,
+    /// Who the client is (principal and address), for the ACLs.
+    pub session: Arc<crate::acls::Session>,
     pub client_id: String,
     pub peer: std::net::SocketAddr,
     /// One Fetch response of this connection is prepared or queued at a time: a client
@@ -183,6 +191,8 @@ pub fn dispatch(
             | ApiKey::AlterConfigs
             | ApiKey::IncrementalAlterConfigs
             | ApiKey::DeleteRecords
+            | ApiKey::CreateAcls
+            | ApiKey::DeleteAcls
     );
     if does_file_io {
         tokio::task::block_in_place(|| handle(broker, context, api, version, body))
@@ -198,6 +208,10 @@ fn handle(
     version: i16,
     body: &mut Bytes,
 ) -> Result<Reply, RequestError> {
+    let access = &access::Access {
+        broker,
+        session: &context.session,
+    };
     Ok(match api {
         ApiKey::ApiVersions => {
             let _: m::ApiVersionsRequest = decode(api, version, body)?;
@@ -205,67 +219,67 @@ fn handle(
         }
         ApiKey::Metadata => Reply::now(
             metadata::handle(
-                broker,
+                access,
                 &context.listener,
                 decode(api, version, body)?,
                 version,
             ),
             version,
         ),
-        ApiKey::Produce => produce::handle(broker, decode(api, version, body)?, version),
+        ApiKey::Produce => produce::handle(access, decode(api, version, body)?, version),
         ApiKey::Fetch => fetch::handle(
-            broker,
+            access,
             decode(api, version, body)?,
             version,
             context.fetch_queue.ticket(),
         ),
         ApiKey::ListOffsets => Reply::now(
-            list_offsets::handle(broker, decode(api, version, body)?),
+            list_offsets::handle(access, decode(api, version, body)?),
             version,
         ),
         ApiKey::CreateTopics => Reply::now(
-            create_topics::handle(broker, decode(api, version, body)?, version),
+            create_topics::handle(access, decode(api, version, body)?, version),
             version,
         ),
         ApiKey::DeleteTopics => Reply::now(
-            delete_topics::handle(broker, decode(api, version, body)?, version),
+            delete_topics::handle(access, decode(api, version, body)?, version),
             version,
         ),
         ApiKey::CreatePartitions => Reply::now(
-            create_partitions::handle(broker, decode(api, version, body)?),
+            create_partitions::handle(access, decode(api, version, body)?),
             version,
         ),
         ApiKey::DescribeConfigs => Reply::now(
-            describe_configs::handle(broker, decode(api, version, body)?, version),
+            describe_configs::handle(access, decode(api, version, body)?, version),
             version,
         ),
         ApiKey::AlterConfigs => Reply::now(
-            alter_configs::alter(broker, decode(api, version, body)?),
+            alter_configs::alter(access, decode(api, version, body)?),
             version,
         ),
         ApiKey::IncrementalAlterConfigs => Reply::now(
-            alter_configs::incremental(broker, decode(api, version, body)?),
+            alter_configs::incremental(access, decode(api, version, body)?),
             version,
         ),
         ApiKey::DeleteRecords => Reply::now(
-            delete_records::handle(broker, decode(api, version, body)?),
+            delete_records::handle(access, decode(api, version, body)?),
             version,
         ),
         ApiKey::DescribeCluster => {
             let request: m::DescribeClusterRequest = decode(api, version, body)?;
             Reply::now(
-                describe_cluster::handle(broker, &context.listener, request),
+                describe_cluster::handle(access, &context.listener, request),
                 version,
             )
         }
-        ApiKey::OffsetDelete => offset_delete::handle(broker, decode(api, version, body)?, version),
+        ApiKey::OffsetDelete => offset_delete::handle(access, decode(api, version, body)?, version),
         ApiKey::InitProducerId => Reply::now(
-            init_producer_id::handle(broker, decode(api, version, body)?),
+            init_producer_id::handle(access, decode(api, version, body)?),
             version,
         ),
         ApiKey::FindCoordinator => Reply::now(
             find_coordinator::handle(
-                broker,
+                access,
                 &context.listener,
                 decode(api, version, body)?,
                 version,
@@ -273,35 +287,47 @@ fn handle(
             version,
         ),
         ApiKey::JoinGroup => join_group::handle(
-            broker,
+            access,
             decode(api, version, body)?,
             version,
             context.client_id.clone(),
             format!("/{}", context.peer.ip()),
         ),
-        ApiKey::SyncGroup => sync_group::handle(broker, decode(api, version, body)?, version),
+        ApiKey::SyncGroup => sync_group::handle(access, decode(api, version, body)?, version),
         ApiKey::Heartbeat => Reply::now(
-            heartbeat::handle(broker, decode(api, version, body)?),
+            heartbeat::handle(access, decode(api, version, body)?),
             version,
         ),
         ApiKey::LeaveGroup => Reply::now(
-            leave_group::handle(broker, decode(api, version, body)?, version),
+            leave_group::handle(access, decode(api, version, body)?, version),
             version,
         ),
-        ApiKey::OffsetCommit => offset_commit::handle(broker, decode(api, version, body)?, version),
+        ApiKey::OffsetCommit => offset_commit::handle(access, decode(api, version, body)?, version),
         ApiKey::OffsetFetch => Reply::now(
-            offset_fetch::handle(broker, decode(api, version, body)?, version),
+            offset_fetch::handle(access, decode(api, version, body)?, version),
             version,
         ),
         ApiKey::ListGroups => Reply::now(
-            list_groups::handle(broker, decode(api, version, body)?, version),
+            list_groups::handle(access, decode(api, version, body)?, version),
             version,
         ),
         ApiKey::DescribeGroups => Reply::now(
-            describe_groups::handle(broker, decode(api, version, body)?, version),
+            describe_groups::handle(access, decode(api, version, body)?, version),
             version,
         ),
-        ApiKey::DeleteGroups => delete_groups::handle(broker, decode(api, version, body)?, version),
+        ApiKey::DeleteGroups => delete_groups::handle(access, decode(api, version, body)?, version),
+        ApiKey::CreateAcls => Reply::now(
+            acls::create(access, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::DescribeAcls => Reply::now(
+            acls::describe(access, decode(api, version, body)?, version),
+            version,
+        ),
+        ApiKey::DeleteAcls => Reply::now(
+            acls::delete(access, decode(api, version, body)?, version),
+            version,
+        ),
         other => {
             return Err(RequestError::Malformed {
                 api: other,
@@ -322,17 +348,27 @@ fn topic_name(s: &str) -> m::TopicName {
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// Operations a client may perform when asked (bit n = Kafka's AclOperation n). tern has
-/// no authorizer yet, so every supported operation is allowed, as Kafka reports then.
-/// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-/// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
-/// IDEMPOTENT_WRITE.
-const CLUSTER_OPERATIONS: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
-/// Group: READ, DELETE, DESCRIBE.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+/// The operations each resource type has, for authorized-operations fields.
+const TOPIC_OPERATIONS: &[Operation] = &[
+    Operation::Read,
+    Operation::Write,
+    Operation::Create,
+    Operation::Delete,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+];
+const CLUSTER_OPERATIONS: &[Operation] = &[
+    Operation::Create,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+];
+const GROUP_OPERATIONS: &[Operation] = &[Operation::Read, Operation::Delete, Operation::Describe];
 
 /// DescribeConfigs / AlterConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;

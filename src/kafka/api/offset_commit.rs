@@ -1,16 +1,15 @@
 //! OffsetCommit: checked against the group's generation, appended to `__consumer_offsets`
 //! in request order, answered (and visible to OffsetFetch) once durable.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use super::Reply;
-use crate::broker::Broker;
+use crate::acls::Operation;
 use crate::groups::offset_records::{Committed, OffsetKey};
 use crate::groups::valid_group_id;
 use crate::kafka::errors::group_error_code;
@@ -18,10 +17,13 @@ use crate::kafka::errors::group_error_code;
 /// Kafka's offset.metadata.max.bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;
 
-pub fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest, version: i16) -> Reply {
+pub fn handle(access: &Access, request: OffsetCommitRequest, version: i16) -> Reply {
+    let broker = access.broker;
     let group = request.group_id.0.to_string();
     let generation = request.generation_id_or_member_epoch;
-    let group_check = if valid_group_id(&group) {
+    let group_check = if !access.group(Operation::Read, &group) {
+        Err(ResponseError::GroupAuthorizationFailed.code())
+    } else if valid_group_id(&group) {
         broker
             .groups
             .check_commit(
@@ -40,6 +42,7 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest, version: i16) 
         .topics
         .iter()
         .map(|t| {
+            let readable = group_check.is_err() || access.topic(Operation::Read, &t.name.0);
             let topic = broker.topics.get(&t.name.0);
             let partitions = t
                 .partitions
@@ -48,6 +51,8 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest, version: i16) 
                     let metadata = p.committed_metadata.as_deref().unwrap_or("");
                     let code = if let Err(code) = group_check {
                         code
+                    } else if !readable {
+                        ResponseError::TopicAuthorizationFailed.code()
                     } else if topic
                         .as_ref()
                         .and_then(|t| t.partition(p.partition_index))

@@ -1,19 +1,26 @@
 //! OffsetDelete: removes committed offsets of a group that is not consuming right now
 //! (tombstones in `__consumer_offsets`, answered once durable).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use super::Reply;
-use crate::broker::Broker;
+use crate::acls::Operation;
 
-pub fn handle(broker: &Arc<Broker>, request: OffsetDeleteRequest, version: i16) -> Reply {
+pub fn handle(access: &Access, request: OffsetDeleteRequest, version: i16) -> Reply {
+    let broker = access.broker;
     let group = request.group_id.0.to_string();
+    if !access.group(Operation::Delete, &group) {
+        return Reply::now(
+            OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+            version,
+        );
+    }
     let offsets = &broker.groups.offsets;
     let known = broker.groups.describe(&group).is_some() || offsets.has_offsets(&group);
     if !crate::groups::valid_group_id(&group) || !known {
@@ -38,11 +45,14 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetDeleteRequest, version: i16) 
         .topics
         .iter()
         .map(|t| {
+            let readable = access.topic(Operation::Read, &t.name.0);
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = if active {
+                    let code = if !readable {
+                        ResponseError::TopicAuthorizationFailed.code()
+                    } else if active {
                         ResponseError::GroupSubscribedToTopic.code()
                     } else {
                         doomed.push((t.name.0.to_string(), p.partition_index));

@@ -1,21 +1,24 @@
 //! OffsetFetch: committed offsets of a group (all, or the partitions asked for).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 
+use super::access::Access;
 use super::str_bytes;
-use crate::broker::Broker;
+use crate::acls::Operation;
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    request: OffsetFetchRequest,
-    version: i16,
-) -> OffsetFetchResponse {
+pub fn handle(access: &Access, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let broker = access.broker;
+    if !access.group(Operation::Describe, &request.group_id.0) {
+        let mut r = OffsetFetchResponse::default();
+        if version >= 2 {
+            r.error_code = ResponseError::GroupAuthorizationFailed.code();
+        }
+        return r;
+    }
     if !crate::groups::valid_group_id(&request.group_id.0) {
         let mut r = OffsetFetchResponse::default();
         if version >= 2 {
@@ -47,12 +50,24 @@ pub fn handle(
         Some(topics) => topics
             .iter()
             .map(|t| {
+                let allowed = access.topic(Operation::Describe, &t.name.0);
                 OffsetFetchResponseTopic::default()
                     .with_name(t.name.clone())
                     .with_partitions(
                         t.partition_indexes
                             .iter()
-                            .map(|p| partition_response(&t.name.0, *p))
+                            .map(|p| {
+                                if allowed {
+                                    partition_response(&t.name.0, *p)
+                                } else {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(
+                                            ResponseError::TopicAuthorizationFailed.code(),
+                                        )
+                                }
+                            })
                             .collect(),
                     )
             })
@@ -60,6 +75,8 @@ pub fn handle(
         None => {
             let mut names: Vec<&String> = committed.iter().map(|(t, _, _)| t).collect();
             names.dedup();
+            // All topics: those the principal may describe.
+            names.retain(|name| access.topic(Operation::Describe, name));
             names
                 .into_iter()
                 .map(|name| {

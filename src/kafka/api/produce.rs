@@ -8,8 +8,9 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use tracing::warn;
 
+use super::access::Access;
 use super::{str_bytes, Reply};
-use crate::broker::Broker;
+use crate::acls::Operation;
 use crate::kafka::errors::{log_error_code, topic_error_code};
 use crate::log::{self, Partition};
 
@@ -36,7 +37,8 @@ fn partition_error(
         .with_error_message(message.map(|m| str_bytes(&m)))
 }
 
-pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
+pub fn handle(access: &Access, request: ProduceRequest, version: i16) -> Reply {
+    let broker = access.broker;
     let acks = request.acks;
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
@@ -56,7 +58,8 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
     let now = log::now_ms();
     for (t, topic_data) in request.topic_data.iter().enumerate() {
         let name = topic_data.name.0.to_string();
-        let topic = if reject_all.is_some() {
+        let denied = reject_all.is_none() && !access.topic(Operation::Write, &name);
+        let topic = if reject_all.is_some() || denied {
             Ok(None)
         } else if crate::topics::is_internal(&name) {
             Err(crate::topics::TopicError::InvalidName(format!(
@@ -65,12 +68,17 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Re
         } else if broker.mirror_namespaces.owns(&name) {
             Err(crate::topics::TopicError::Mirrored(name.clone()))
         } else {
-            broker.topic_or_auto_create(&name)
+            access.topic_or_auto_create(&name)
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for (p, data) in topic_data.partition_data.iter().enumerate() {
             let response = match (&reject_all, &topic) {
                 (Some((code, why)), _) => partition_error(data.index, *code, Some(why.to_string())),
+                (None, _) if denied => partition_error(
+                    data.index,
+                    ResponseError::TopicAuthorizationFailed,
+                    Some(format!("not authorized to write to topic {name}")),
+                ),
                 (None, Err(e)) => {
                     partition_error(data.index, topic_error_code(e), Some(e.to_string()))
                 }

@@ -1,14 +1,23 @@
 //! SyncGroup: the leader hands in every member's assignment; everyone gets theirs.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{str_bytes, Reply};
-use crate::broker::Broker;
+use kafka_protocol::ResponseError;
+
+use super::access::Access;
+use crate::acls::Operation;
 use crate::kafka::errors::group_error_code;
 
-pub fn handle(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
+pub fn handle(access: &Access, request: SyncGroupRequest, version: i16) -> Reply {
+    let broker = access.broker;
+    if !access.group(Operation::Read, &request.group_id.0) {
+        return Reply::now(
+            SyncGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+            version,
+        );
+    }
     let assignments = request
         .assignments
         .iter()
