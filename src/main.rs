@@ -45,6 +45,17 @@ enum Command {
         #[command(subcommand)]
         command: cli::users::UsersCommand,
     },
+    /// ACLs of the Kafka listeners (<data_dir>/acls.json), with kafka-acls' flags.
+    Acls {
+        /// The data directory (default: `broker.data_dir` of --config).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// The configuration whose `broker.data_dir` holds the ACLs.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: cli::acls::AclsCommand,
+    },
     /// Mirror links: `[mirror]` on an edge, `[hub]` on a hub.
     Mirror {
         #[command(subcommand)]
@@ -189,6 +200,11 @@ fn run() -> anyhow::Result<()> {
             config,
             command,
         } => cli::users::run(cli::users::data_dir(data_dir, config)?, command),
+        Command::Acls {
+            data_dir,
+            config,
+            command,
+        } => cli::acls::run(&cli::users::data_dir(data_dir, config)?, command),
         Command::Mirror { command } => match command {
             cli::mirror::MirrorCommand::Status { http, json } => {
                 let runtime = tokio::runtime::Builder::new_current_thread()

@@ -40,6 +40,17 @@ pub enum CertsCommand {
         #[arg(long, default_value_t = 825)]
         days: i64,
     },
+    /// Create <name>.pem / <name>.key: a client certificate for a Kafka SSL listener with
+    /// `ssl_client_auth = "required"` (subject CN=<name>).
+    Client {
+        name: String,
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +79,12 @@ pub fn certs(command: CertsCommand) -> anyhow::Result<()> {
             certs::create(&dir, &ca_dir, Role::Hub, "hub", &names, days)?
         }
         CertsCommand::Edge {
+            name,
+            dir,
+            ca_dir,
+            days,
+        }
+        | CertsCommand::Client {
             name,
             dir,
             ca_dir,

@@ -8,6 +8,7 @@ pub mod groups;
 pub mod mirror;
 pub mod produce;
 
+pub mod acls;
 pub mod topics;
 pub mod users;
 

@@ -363,9 +363,10 @@ async fn read_requests<R: AsyncRead + Unpin>(
             }
             _ => {}
         }
-        let Some(session) = session.clone() else {
-            return Err(Some("no principal for this connection".to_string()));
-        };
+        // Only ApiVersions gets here before SASL succeeds; it needs no principal.
+        let session = session
+            .clone()
+            .unwrap_or_else(|| Arc::new(Session::new(ANONYMOUS.to_string(), peer.ip())));
         let context = api::RequestContext {
             listener: Arc::clone(listener),
             session,
