@@ -31,6 +31,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod durable_file;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod groups;
 pub mod http;
 pub mod kafka;

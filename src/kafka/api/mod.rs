@@ -171,6 +171,55 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
     })
 }
 
+/// Decodes a request body as `api` at `version` and throws it away: what the fuzz targets
+/// and the decoder tests drive (the handlers decode the same types in `handle`).
+pub fn decode_only(api: ApiKey, version: i16, body: &mut Bytes) -> Result<(), RequestError> {
+    macro_rules! as_type {
+        ($($key:ident => $ty:ty),* $(,)?) => {
+            match api {
+                $(ApiKey::$key => decode::<$ty>(api, version, body).map(|_| ()),)*
+                other => Err(RequestError::Malformed {
+                    api: other,
+                    version,
+                    reason: "API not supported by tern".to_string(),
+                }),
+            }
+        };
+    }
+    as_type! {
+        Produce => m::ProduceRequest,
+        Fetch => m::FetchRequest,
+        ListOffsets => m::ListOffsetsRequest,
+        Metadata => m::MetadataRequest,
+        ApiVersions => m::ApiVersionsRequest,
+        CreateTopics => m::CreateTopicsRequest,
+        DeleteTopics => m::DeleteTopicsRequest,
+        DeleteRecords => m::DeleteRecordsRequest,
+        DescribeConfigs => m::DescribeConfigsRequest,
+        AlterConfigs => m::AlterConfigsRequest,
+        CreatePartitions => m::CreatePartitionsRequest,
+        IncrementalAlterConfigs => m::IncrementalAlterConfigsRequest,
+        DescribeCluster => m::DescribeClusterRequest,
+        FindCoordinator => m::FindCoordinatorRequest,
+        JoinGroup => m::JoinGroupRequest,
+        SyncGroup => m::SyncGroupRequest,
+        Heartbeat => m::HeartbeatRequest,
+        LeaveGroup => m::LeaveGroupRequest,
+        OffsetCommit => m::OffsetCommitRequest,
+        OffsetFetch => m::OffsetFetchRequest,
+        ListGroups => m::ListGroupsRequest,
+        DescribeGroups => m::DescribeGroupsRequest,
+        DeleteGroups => m::DeleteGroupsRequest,
+        InitProducerId => m::InitProducerIdRequest,
+        OffsetDelete => m::OffsetDeleteRequest,
+        DescribeAcls => m::DescribeAclsRequest,
+        CreateAcls => m::CreateAclsRequest,
+        DeleteAcls => m::DeleteAclsRequest,
+        SaslHandshake => m::SaslHandshakeRequest,
+        SaslAuthenticate => m::SaslAuthenticateRequest,
+    }
+}
+
 /// Decodes and handles one request whose version is known to be supported.
 ///
 /// Admin requests create, delete or resize files and fsync them: they run with
