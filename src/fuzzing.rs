@@ -49,6 +49,95 @@ pub fn request_frame(frame: &[u8]) {
     }
 }
 
+/// A whole client byte stream (size-prefixed frames, pipelined) into one connection of a
+/// real broker: framing limits, the SASL state machine and every handler with hostile
+/// values. The first byte picks the listener (PLAINTEXT or SASL_PLAINTEXT).
+pub fn kafka_connection(data: &[u8]) {
+    let Some(fuzz_broker) = FUZZ_BROKER.get_or_init(FuzzBroker::start) else {
+        return;
+    };
+    let Some((first, stream)) = data.split_first() else {
+        return;
+    };
+    let listener = if first % 4 == 0 {
+        &fuzz_broker.sasl
+    } else {
+        &fuzz_broker.plain
+    };
+    let broker = &fuzz_broker.broker;
+    fuzz_broker.runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+        let served = crate::kafka::connection::serve_stream(
+            broker,
+            listener,
+            stream,
+            tokio::io::sink(),
+            peer,
+            None,
+            &shutdown,
+        );
+        // Long polls and rebalances may wait: the connection is dropped, as a client
+        // that hangs up would drop it, and the broker goes on.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), served).await;
+    });
+}
+
+/// One broker for the whole fuzzing process, in a temporary directory.
+struct FuzzBroker {
+    runtime: tokio::runtime::Runtime,
+    broker: std::sync::Arc<crate::broker::Broker>,
+    plain: std::sync::Arc<crate::kafka::listener::Listener>,
+    sasl: std::sync::Arc<crate::kafka::listener::Listener>,
+}
+
+static FUZZ_BROKER: std::sync::OnceLock<Option<FuzzBroker>> = std::sync::OnceLock::new();
+
+impl FuzzBroker {
+    fn start() -> Option<FuzzBroker> {
+        use crate::kafka::listener::{Listener, ListenerConfig, SecurityProtocol};
+        let dir = tempfile_dir().ok()?;
+        let text = format!(
+            "[broker]\ndata_dir = \"{}\"\n[kafka]\nmax_request_bytes = 1048576\n\
+             [groups]\ninitial_rebalance_delay_ms = 0\nmin_session_timeout_ms = 10\n",
+            dir.display()
+        );
+        let config = crate::config::Config::parse(&text, None).ok()?;
+        crate::users::add(
+            &dir,
+            "alice",
+            "alice-pw",
+            &[crate::users::Mechanism::Sha256],
+            4096,
+        )
+        .ok()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .ok()?;
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        let (broker, _group_commit) = runtime
+            .block_on(async { crate::broker::Broker::open(config, 9092, metrics) })
+            .ok()?;
+        let advertised = ("127.0.0.1".to_string(), 9092);
+        let plain = std::sync::Arc::new(Listener::plaintext("PLAINTEXT", advertised.clone()));
+        let sasl_config = ListenerConfig {
+            name: "SASL".into(),
+            listen: "127.0.0.1:9093".into(),
+            security_protocol: SecurityProtocol::SaslPlaintext,
+            ..ListenerConfig::default()
+        };
+        let sasl = std::sync::Arc::new(Listener::from_config(&sasl_config, advertised).ok()?);
+        Some(FuzzBroker {
+            runtime,
+            broker,
+            plain,
+            sasl,
+        })
+    }
+}
+
 /// A Produce request's `records` bytes: split into batches, each checked (CRC, lengths),
 /// its records decompressed within the bound a topic allows and validated, then
 /// re-compressed as tern stores it — what the produce path does.
@@ -159,6 +248,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "kafka_request" => request_seeds(),
         "record_batches" => batch_seeds(),
+        "kafka_connection" => connection_seeds(),
         "segment_recovery" => {
             let batches = batch_seeds();
             let mut segment = vec![0u8]; // even: CRCs fixed
@@ -197,6 +287,99 @@ fn batch_seeds() -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// Client conversations: ApiVersions, Metadata, a Produce of every codec, Fetch, a group
+/// join; and a SASL PLAIN login followed by the same.
+fn connection_seeds() -> Vec<Vec<u8>> {
+    use kafka_protocol::messages as m;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    fn frame<T: Encodable>(api: ApiKey, version: i16, correlation: i32, body: &T) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("fuzz")));
+        if header
+            .encode(&mut buf, api.request_header_version(version))
+            .is_err()
+            || body.encode(&mut buf, version).is_err()
+        {
+            return Vec::new();
+        }
+        let mut out = (buf.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&buf);
+        out
+    }
+    let topic = || m::TopicName(StrBytes::from_static_str("fuzz"));
+    let mut conversation = Vec::new();
+    conversation.extend(frame(
+        ApiKey::ApiVersions,
+        3,
+        1,
+        &m::ApiVersionsRequest::default(),
+    ));
+    conversation.extend(frame(
+        ApiKey::Metadata,
+        9,
+        2,
+        &m::MetadataRequest::default().with_topics(Some(vec![
+            m::metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
+        ])),
+    ));
+    for (i, batch) in batch_seeds().into_iter().enumerate() {
+        let produce = m::ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![m::produce_request::TopicProduceData::default()
+                .with_name(topic())
+                .with_partition_data(vec![
+                    m::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(batch))),
+                ])]);
+        conversation.extend(frame(ApiKey::Produce, 9, 10 + i as i32, &produce));
+    }
+    let fetch = m::FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![m::fetch_request::FetchTopic::default()
+            .with_topic(topic())
+            .with_partitions(vec![m::fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    conversation.extend(frame(ApiKey::Fetch, 12, 20, &fetch));
+    let join = m::JoinGroupRequest::default()
+        .with_group_id(m::GroupId(StrBytes::from_static_str("g")))
+        .with_session_timeout_ms(100)
+        .with_rebalance_timeout_ms(100)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            m::join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range")),
+        ]);
+    conversation.extend(frame(ApiKey::JoinGroup, 7, 21, &join));
+
+    let mut plain = vec![1u8];
+    plain.extend_from_slice(&conversation);
+    let mut login = vec![0u8];
+    login.extend(frame(
+        ApiKey::SaslHandshake,
+        1,
+        1,
+        &m::SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    ));
+    login.extend(frame(
+        ApiKey::SaslAuthenticate,
+        2,
+        2,
+        &m::SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from_static(b"\0alice\0alice-pw")),
+    ));
+    login.extend_from_slice(&conversation);
+    vec![plain, login]
 }
 
 fn request_seeds() -> Vec<Vec<u8>> {

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 /// A fuzz target: its name and its entry point.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 4] = [
     ("kafka_request", tern::fuzzing::kafka_request),
+    ("kafka_connection", tern::fuzzing::kafka_connection),
     ("record_batches", tern::fuzzing::record_batches),
     ("segment_recovery", tern::fuzzing::segment_recovery),
 ];

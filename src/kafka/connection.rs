@@ -136,7 +136,7 @@ fn certificate_principal(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_stream<R, W>(
+pub(crate) async fn serve_stream<R, W>(
     broker: &Arc<Broker>,
     listener: &Arc<Listener>,
     reader: R,
