@@ -45,8 +45,12 @@ pub struct Broker {
     pub users: crate::users::Users,
     /// ACLs of the Kafka listeners (`[kafka.authorization]`, `<data_dir>/acls.json`).
     pub authorizer: crate::acls::Authorizer,
+    /// Consumer lag windows and their evaluation (`[lag]`).
+    pub lag: crate::lag::LagTracker,
     /// The running `[[sinks.kafka]]` (what `/v1/sinks` shows, what they forwarded).
     pub sinks: std::sync::Mutex<Vec<crate::sink_log::RunningSink>>,
+    /// When this broker started (uptime in `/v1/broker`).
+    pub started: std::time::Instant,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -150,6 +154,8 @@ impl Broker {
                 sinks: std::sync::Mutex::new(Vec::new()),
                 users: crate::users::Users::open(&config.broker.data_dir),
                 authorizer,
+                lag: crate::lag::LagTracker::new(config.lag.clone()),
+                started: std::time::Instant::now(),
                 mirror_namespaces: crate::mirror_namespaces::MirrorNamespaces::load(
                     &config.broker.data_dir,
                 ),
@@ -251,6 +257,14 @@ impl Broker {
             }
         }
         self.metrics.stored_bytes.set(total);
+        self.metrics.clear_groups();
+        let now = crate::log::now_ms();
+        for group in self.groups.offsets.groups() {
+            if let Some(lag) = self.lag.evaluate(self, &group, now) {
+                self.metrics
+                    .set_group(&group, lag.total_lag, lag.max_lag, lag.status.code());
+            }
+        }
         self.metrics.fenced_partitions.set(fenced);
         self.metrics.quarantined_ranges.set(quarantined);
         self.metrics.render()

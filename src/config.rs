@@ -54,6 +54,8 @@ pub struct Config {
     pub mirror: Option<tern_mirror::config::EdgeConfig>,
     /// `[hub]`: receive edges' topics.
     pub hub: Option<tern_mirror::config::HubConfig>,
+    /// `[lag]`: Burrow-style lag evaluation.
+    pub lag: crate::lag::LagConfig,
 }
 
 /// `[[bridges.mqtt]]` tables (see configs/gateway-mqtt.toml).
@@ -238,6 +240,9 @@ impl Config {
                 .validate(i)
                 .map_err(|(key, reason)| invalid(&key, &reason))?;
         }
+        self.lag
+            .validate()
+            .map_err(|(key, reason)| invalid(&key, &reason))?;
         self.kafka
             .authorization
             .validate()

@@ -9,6 +9,7 @@
 //! - `kafka`      the Kafka-protocol listener: framing, one handler per API.
 //! - `acls`       who a connection is and what it may do (Kafka's ACL model).
 //! - `groups`     consumer groups: state machine, coordinator, committed offsets.
+//! - `lag`        Burrow's lag evaluation over sliding windows of commits.
 //! - `producer_ids` ids for idempotent producers (InitProducerId).
 //! - `retention`  background retention and the global disk budget.
 //! - `scrub`      background verification of sealed segments (damage is quarantined).
@@ -36,6 +37,7 @@ pub mod fuzzing;
 pub mod groups;
 pub mod http;
 pub mod kafka;
+pub mod lag;
 pub mod log;
 pub mod metrics;
 pub mod mirror_log;

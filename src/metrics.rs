@@ -31,6 +31,9 @@ pub struct Metrics {
     pub connections_rejected: Counter,
     pub auth_failures: Counter,
     pub authorization_denied: crate::acls::authorizer::Denied,
+    group_lag: Family<Labels, Gauge>,
+    group_max_lag: Family<Labels, Gauge>,
+    group_status: Family<Labels, Gauge>,
     pub bad_requests: Counter,
     log_size: Family<Labels, Gauge>,
     log_segments: Family<Labels, Gauge>,
@@ -67,6 +70,9 @@ impl Metrics {
             connections_rejected: Counter::default(),
             auth_failures: Counter::default(),
             authorization_denied: Default::default(),
+            group_lag: Family::default(),
+            group_max_lag: Family::default(),
+            group_status: Family::default(),
             bad_requests: Counter::default(),
             log_size: Family::default(),
             log_segments: Family::default(),
@@ -155,6 +161,21 @@ impl Metrics {
             "auth_failures",
             "Failed SASL authentications, and requests sent before authenticating",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "consumer_group_lag",
+            "Records a consumer group is behind, over all its partitions",
+            m.group_lag.clone(),
+        );
+        registry.register(
+            "consumer_group_max_lag",
+            "The largest lag of one partition of the group",
+            m.group_max_lag.clone(),
+        );
+        registry.register(
+            "consumer_group_status",
+            "Burrow's status of the group: 1 OK, 2 WARN, 3 ERR",
+            m.group_status.clone(),
         );
         registry.register(
             "authorization_denied",
@@ -259,6 +280,21 @@ impl Metrics {
             .set(segments as i64);
         self.log_start.get_or_create(&labels).set(start);
         self.log_end.get_or_create(&labels).set(end);
+    }
+
+    /// Sets a group's lag gauges (called at scrape time).
+    pub fn set_group(&self, group: &str, total_lag: i64, max_lag: i64, status: i64) {
+        let labels = vec![("group".to_string(), group.to_string())];
+        self.group_lag.get_or_create(&labels).set(total_lag);
+        self.group_max_lag.get_or_create(&labels).set(max_lag);
+        self.group_status.get_or_create(&labels).set(status);
+    }
+
+    /// Forgets the gauges of deleted groups.
+    pub fn clear_groups(&self) {
+        self.group_lag.clear();
+        self.group_max_lag.clear();
+        self.group_status.clear();
     }
 
     /// Forgets the gauges of deleted topics.

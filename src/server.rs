@@ -120,6 +120,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         Arc::clone(&broker),
         shutdown.clone(),
     ));
+    let lag_sampler = tokio::spawn(crate::lag::tracker::run(
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     let group_ticker = tokio::spawn(Arc::clone(&broker.groups).run_ticker(shutdown.clone()));
     let http = tokio::spawn(crate::http::run(
         Arc::clone(&broker),
@@ -144,6 +148,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let _ = reopener.await;
     let _ = scrub.await;
     let _ = group_ticker.await;
+    let _ = lag_sampler.await;
     match http.await {
         Ok(Err(e)) => error!(error = %e, "http server failed"),
         Err(e) => error!(error = %e, "http task failed"),

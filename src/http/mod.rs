@@ -1,4 +1,11 @@
-//! The HTTP port: `/healthz` and `/metrics` (Prometheus text).
+//! The HTTP port: `/healthz`, `/metrics` (Prometheus text) and the JSON API under `/v1`
+//! (documented in docs/HTTP-API.md).
+
+mod broker_status;
+mod error;
+mod groups;
+mod records;
+mod topics;
 
 use std::sync::Arc;
 
@@ -18,6 +25,12 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/mirror", get(mirror_status))
         .route("/v1/sinks", get(sink_status))
+        .route("/v1/broker", get(broker_status::status))
+        .route("/v1/topics", get(topics::list))
+        .route("/v1/topics/{topic}", get(topics::detail))
+        .route("/v1/topics/{topic}/records", get(records::browse))
+        .route("/v1/groups", get(groups::list))
+        .route("/v1/groups/{group}", get(groups::detail))
         .with_state(broker)
 }
 
