@@ -25,6 +25,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_offsets_v0;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -51,7 +52,8 @@ pub use api_versions::unsupported_version_response;
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
+    // v0 is read and written by list_offsets_v0.rs (sarama, Burrow).
+    (ApiKey::ListOffsets, 0, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
@@ -174,6 +176,15 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T
 /// Decodes a request body as `api` at `version` and throws it away: what the fuzz targets
 /// and the decoder tests drive (the handlers decode the same types in `handle`).
 pub fn decode_only(api: ApiKey, version: i16, body: &mut Bytes) -> Result<(), RequestError> {
+    if api == ApiKey::ListOffsets && version == 0 {
+        return list_offsets_v0::decode(body).map(|_| ()).map_err(|reason| {
+            RequestError::Malformed {
+                api,
+                version,
+                reason,
+            }
+        });
+    }
     macro_rules! as_type {
         ($($key:ident => $ty:ty),* $(,)?) => {
             match api {
@@ -282,6 +293,19 @@ fn handle(
             version,
             context.fetch_queue.ticket(),
         ),
+        ApiKey::ListOffsets if version == 0 => {
+            let request =
+                list_offsets_v0::decode(body).map_err(|reason| RequestError::Malformed {
+                    api,
+                    version,
+                    reason,
+                })?;
+            let response = list_offsets::handle(access, request);
+            Reply::Now(Ok(Encoded {
+                bytes: list_offsets_v0::encode(&response),
+                hold: Vec::new(),
+            }))
+        }
         ApiKey::ListOffsets => Reply::now(
             list_offsets::handle(access, decode(api, version, body)?),
             version,
