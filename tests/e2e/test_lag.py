@@ -157,3 +157,52 @@ def test_record_browser_and_refusals(tern):
     ]:
         code, body = get(tern, path)
         assert code == want and body["error"], (path, code, body)
+
+
+def test_consumer_offsets_topic_reads_as_kafkas_format_and_refuses_writes(tern):
+    """Tools that read Kafka's offsets topic (Burrow, monitoring agents, kcat) read tern's."""
+    import struct
+
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient
+
+    produce(tern, "doors", 10)
+    commit(tern, "dash", "doors", 7)
+    c = Consumer({"bootstrap.servers": tern.bootstrap, "group.id": "reader-of-offsets",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition("__consumer_offsets", 0, 0)])
+    found = None
+    deadline = time.time() + 20
+    while found is None and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is None or m.error():
+            continue
+        key, value = m.key(), m.value()
+        version, = struct.unpack(">h", key[:2])
+        if version not in (0, 1):
+            continue  # group metadata (version 2) is not about offsets
+        pos = 2
+        parts = []
+        for _ in range(2):
+            n, = struct.unpack(">h", key[pos:pos + 2])
+            parts.append(key[pos + 2:pos + 2 + n].decode())
+            pos += 2 + n
+        partition, = struct.unpack(">i", key[pos:pos + 4])
+        value_version, offset = struct.unpack(">hq", value[:10])
+        if parts == ["dash", "doors"]:
+            found = (partition, value_version, offset)
+    c.close()
+    assert found == (0, 3, 7), found
+
+    # Internal in Metadata, and closed to producers.
+    from confluent_kafka import TopicCollection
+
+    admin = AdminClient({"bootstrap.servers": tern.bootstrap})
+    described = admin.describe_topics(TopicCollection(["__consumer_offsets"]))
+    assert described["__consumer_offsets"].result(timeout=10).is_internal
+    errors = []
+    p = Producer({"bootstrap.servers": tern.bootstrap, "message.timeout.ms": 5000})
+    p.produce("__consumer_offsets", value=b"forged", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(10)
+    # INVALID_TOPIC_EXCEPTION (17), librdkafka's TOPIC_EXCEPTION.
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.TOPIC_EXCEPTION, errors
