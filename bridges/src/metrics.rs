@@ -38,6 +38,11 @@ pub struct Meters {
 }
 
 impl Meters {
+    /// When the last error happened (seconds since the epoch), 0 if never.
+    pub fn last_error_secs(&self) -> i64 {
+        self.last_error.get()
+    }
+
     /// Counts an error and stamps its time (seconds since the epoch).
     pub fn error(&self) {
         self.errors.inc();

@@ -1,7 +1,9 @@
 //! The HTTP port: `/healthz`, `/metrics` (Prometheus text) and the JSON API under `/v1`
 //! (documented in docs/HTTP-API.md).
 
+mod bridges;
 mod broker_status;
+mod console;
 mod error;
 mod groups;
 mod records;
@@ -25,6 +27,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/mirror", get(mirror_status))
         .route("/v1/sinks", get(sink_status))
+        .route("/", get(console::page))
+        .route("/v1/bridges", get(bridges::list))
         .route("/v1/broker", get(broker_status::status))
         .route("/v1/topics", get(topics::list))
         .route("/v1/topics/{topic}", get(topics::detail))
