@@ -136,6 +136,12 @@ pub struct KafkaSection {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     pub listen: String,
+    /// Console and API actions (create topic, change configs, delete records, reset
+    /// offsets). Off: the API refuses them.
+    pub actions: bool,
+    /// When set, the page, the API and /metrics need it (bearer token or basic-auth
+    /// password).
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +188,8 @@ impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             listen: "127.0.0.1:9644".to_string(),
+            actions: false,
+            token: String::new(),
         }
     }
 }

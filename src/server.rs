@@ -41,6 +41,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 addr: kafka_addr.to_string(),
                 source,
             })?;
+    if !http_addr.ip().is_loopback() && config.http.token.is_empty() {
+        tracing::warn!(listen = %http_addr, actions = config.http.actions,
+            "the HTTP port (console, API, /metrics) is reachable beyond this machine without http.token");
+    }
     let http_listener = TcpListener::bind(http_addr)
         .await
         .map_err(|source| ServeError::Bind {

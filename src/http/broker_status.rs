@@ -27,6 +27,8 @@ pub struct BrokerStatus {
     log_end_total: i64,
     /// ACLs on (`[kafka.authorization]`).
     authorization: bool,
+    /// Console actions allowed (`http.actions`).
+    actions: bool,
 }
 
 pub async fn status(State(broker): State<Arc<Broker>>) -> Result<Json<BrokerStatus>, ApiError> {
@@ -58,6 +60,7 @@ pub async fn status(State(broker): State<Arc<Broker>>) -> Result<Json<BrokerStat
             connections: broker.metrics.connections.get(),
             log_end_total,
             authorization: broker.authorizer.enabled(),
+            actions: broker.config.http.actions,
         }
     })
     .await

@@ -1,6 +1,8 @@
 //! The HTTP port: `/healthz`, `/metrics` (Prometheus text) and the JSON API under `/v1`
 //! (documented in docs/HTTP-API.md).
 
+mod actions;
+mod auth;
 mod bridges;
 mod broker_status;
 mod console;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,13 +30,30 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/mirror", get(mirror_status))
         .route("/v1/sinks", get(sink_status))
         .route("/", get(console::page))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .route("/v1/bridges", get(bridges::list))
         .route("/v1/broker", get(broker_status::status))
-        .route("/v1/topics", get(topics::list))
+        .route("/v1/topics", get(topics::list).post(actions::create_topic))
+        .route("/v1/topics/{topic}/configs", patch(actions::alter_configs))
+        .route(
+            "/v1/topics/{topic}/delete-records",
+            post(actions::delete_records),
+        )
+        .route(
+            "/v1/groups/{group}/reset-offsets",
+            post(actions::reset_offsets),
+        )
         .route("/v1/topics/{topic}", get(topics::detail))
         .route("/v1/topics/{topic}/records", get(records::browse))
         .route("/v1/groups", get(groups::list))
         .route("/v1/groups/{group}", get(groups::detail))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&broker),
+            auth::require_token,
+        ))
         .with_state(broker)
 }
 

@@ -129,3 +129,116 @@ def test_console_page_is_small_and_self_contained(tern):
     assert len(body) < 300 * 1024, len(body)
     assert "connect-src 'self'" in csp and "default-src 'none'" in csp
     assert b"http://" not in body and b"https://" not in body
+
+
+def http(tern, method, path, body=None, token=None, basic=None):
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{tern.http_port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if basic:
+        request.add_header("Authorization", "Basic " + base64.b64encode(basic.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def test_actions_are_refused_by_the_api_when_off(tern):
+    setup_site(tern)
+    for method, path, body in [
+        ("POST", "/v1/topics", {"name": "new-topic"}),
+        ("PATCH", "/v1/topics/door-state/configs", {"set": {"retention.ms": "1000"}}),
+        ("POST", "/v1/topics/door-state/delete-records", {"partition": 0, "before_offset": 10}),
+        ("POST", "/v1/groups/dashboard/reset-offsets", {"topic": "door-state", "to": "earliest"}),
+    ]:
+        code, text, _ = http(tern, method, path, body)
+        assert code == 403 and b"actions are off" in text, (path, code, text)
+    code, text, _ = http(tern, "GET", "/v1/topics/door-state")
+    assert json.loads(text)["partition_details"][0]["log_start"] == 0  # nothing changed
+
+
+@pytest.fixture
+def tern_with_actions(tmp_path):
+    t = Tern(tmp_path / "tern", config="""
+[http]
+actions = true
+token = "s3cret-token"
+
+[lag]
+window = 5
+min_distance_ms = 100
+sample_interval_ms = 200
+""")
+    t.start()
+    yield t
+    t.kill()
+
+
+def test_enabled_actions_work_from_the_page_behind_a_token(tern_with_actions, browser):
+    tern = tern_with_actions
+    setup_site(tern)
+    # The token guards the page, the API and /metrics; /healthz stays open.
+    code, _, headers = http(tern, "GET", "/")
+    assert code == 401 and "Basic" in headers["WWW-Authenticate"]
+    assert http(tern, "GET", "/v1/topics", token="wrong")[0] == 401
+    assert http(tern, "GET", "/metrics")[0] == 401
+    assert http(tern, "GET", "/metrics", token="s3cret-token")[0] == 200
+    assert http(tern, "GET", "/healthz")[0] == 200
+
+    context = browser.new_context(http_credentials={"username": "admin", "password": "s3cret-token"})
+    page = context.new_page()
+    base = f"http://127.0.0.1:{tern.http_port}/"
+
+    # Create a topic.
+    page.goto(base + "#/topics")
+    page.wait_for_selector("form[data-action=create-topic]")
+    page.fill("form[data-action=create-topic] input[name=name]", "lock-events")
+    page.fill("form[data-action=create-topic] input[name=partitions]", "3")
+    page.click("form[data-action=create-topic] button")
+    page.wait_for_selector("form[data-action=create-topic] .out:has-text('done')")
+    code, text, _ = http(tern, "GET", "/v1/topics/lock-events", token="s3cret-token")
+    assert code == 200 and json.loads(text)["partitions"] == 3
+
+    # Delete records and set a config on door-state.
+    page.goto(base + "#/topics/door-state")
+    page.wait_for_selector("form[data-action=delete-records]")
+    page.fill("form[data-action=delete-records] input[name=before]", "10")
+    page.click("form[data-action=delete-records] button")
+    page.wait_for_selector("form[data-action=delete-records] .out:has-text('done')")
+    page.fill("form[data-action=set-config] input[name=key]", "retention.ms")
+    page.fill("form[data-action=set-config] input[name=value]", "86400000")
+    page.click("form[data-action=set-config] button")
+    page.wait_for_selector("form[data-action=set-config] .out:has-text('done')")
+    detail = json.loads(http(tern, "GET", "/v1/topics/door-state", token="s3cret-token")[1])
+    assert detail["partition_details"][0]["log_start"] == 10
+    assert detail["configs"]["retention.ms"] == "86400000"
+    # A bad config value is refused with the reason.
+    page.fill("form[data-action=set-config] input[name=value]", "soon")
+    page.click("form[data-action=set-config] button")
+    page.wait_for_selector("form[data-action=set-config] .out.error")
+
+    # Reset the lagging group to the latest offset: its lag goes to 0.
+    page.goto(base + "#/groups/dashboard")
+    page.wait_for_selector("form[data-action=reset-offsets]")
+    page.select_option("form[data-action=reset-offsets] select[name=to]", "latest")
+    page.click("form[data-action=reset-offsets] button")
+    page.wait_for_selector("form[data-action=reset-offsets] .out:has-text('done')")
+    page.screenshot(path=str(ARTIFACTS / "group-reset.png"), full_page=True)
+    group = json.loads(http(tern, "GET", "/v1/groups/dashboard", token="s3cret-token")[1])
+    assert group["lag"]["total_lag"] == 0 and group["lag"]["partitions"][0]["committed"] == 40
+
+    # The API explains what it refuses.
+    code, text, _ = http(tern, "POST", "/v1/topics", {"name": "door-state"}, token="s3cret-token")
+    assert code == 409, (code, text)
+    code, text, _ = http(tern, "POST", "/v1/topics", {"nom": "x"}, token="s3cret-token")
+    assert code == 400 and b"error" in text
+    code, text, _ = http(tern, "POST", "/v1/groups/dashboard/reset-offsets", {"topic": "nope", "to": "earliest"},
+                         token="s3cret-token")
+    assert code == 404
