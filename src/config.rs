@@ -142,6 +142,9 @@ pub struct HttpSection {
     /// When set, the page, the API and /metrics need it (bearer token or basic-auth
     /// password).
     pub token: String,
+    /// HTTPS: PEM certificate chain and key (both, or neither).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +193,8 @@ impl Default for HttpSection {
             listen: "127.0.0.1:9644".to_string(),
             actions: false,
             token: String::new(),
+            cert: None,
+            key: None,
         }
     }
 }
@@ -247,6 +252,14 @@ impl Config {
             listener
                 .validate(i)
                 .map_err(|(key, reason)| invalid(&key, &reason))?;
+        }
+        match (&self.http.cert, &self.http.key) {
+            (Some(cert), Some(key)) => {
+                tern_bridges::tls::server_config(cert, key, None)
+                    .map_err(|e| invalid("http.cert", &e.to_string()))?;
+            }
+            (None, None) => {}
+            _ => return Err(invalid("http.cert", "HTTPS needs both `cert` and `key`")),
         }
         self.lag
             .validate()

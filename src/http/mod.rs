@@ -9,6 +9,7 @@ mod console;
 mod error;
 mod groups;
 mod records;
+mod tls;
 mod topics;
 
 use std::sync::Arc;
@@ -96,7 +97,25 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(broker))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let https = match (&broker.config.http.cert, &broker.config.http.key) {
+        (Some(cert), Some(key)) => Some(
+            tern_bridges::tls::server_config(cert, key, None)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        _ => None,
+    };
+    let app = router(Arc::clone(&broker));
+    match https {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        }
+        Some(config) => {
+            let listener = tls::TlsListener::start(listener, config, shutdown.clone())?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        }
+    }
 }

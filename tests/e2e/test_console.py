@@ -242,3 +242,45 @@ def test_enabled_actions_work_from_the_page_behind_a_token(tern_with_actions, br
     code, text, _ = http(tern, "POST", "/v1/groups/dashboard/reset-offsets", {"topic": "nope", "to": "earliest"},
                          token="s3cret-token")
     assert code == 404
+
+
+def test_https_with_a_token(tmp_path):
+    import ssl
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    from harness import TERN_BIN
+
+    certs = tmp_path / "certs"
+    for args in (["ca"], ["hub", "--name", "127.0.0.1"]):
+        done = subprocess.run([TERN_BIN, "certs", *args, "--dir", str(certs)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    t = Tern(tmp_path / "tern", config=f"""
+[http]
+token = "t0ken"
+cert = "{certs / 'hub.pem'}"
+key = "{certs / 'hub.key'}"
+""")
+    t.start()
+    try:
+        context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        url = f"https://127.0.0.1:{t.http_port}/v1/broker"
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer t0ken"})
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:
+            assert r.status == 200 and json.loads(r.read())["version"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, context=context, timeout=10)
+        assert refused.value.code == 401
+        # Plain HTTP on the HTTPS port gets nothing.
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{t.http_port}/healthz", timeout=5)
+        # A client that stalls its handshake does not block others.
+        import socket
+        stalled = [socket.create_connection(("127.0.0.1", t.http_port)) for _ in range(20)]
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:
+            assert r.status == 200
+        for s in stalled:
+            s.close()
+    finally:
+        t.kill()
