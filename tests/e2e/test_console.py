@@ -284,3 +284,51 @@ key = "{certs / 'hub.key'}"
             s.close()
     finally:
         t.kill()
+
+
+def test_mirror_links_on_both_sides(tmp_path, browser):
+    from mirror_site import caught_up, mirror_pair, produce, wait_until
+
+    with mirror_pair(tmp_path) as (_, hub, edge):
+        produce(edge.bootstrap, "door-events", 500)
+        wait_until(lambda: caught_up(edge, hub, "gw-1", ["door-events"]), 60, "the hub to catch up")
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{edge.http_port}/#/mirror")
+        page.wait_for_selector("main[data-ready=mirror]")
+        text = page.inner_text("main")
+        assert "To hub" in text and "OK" in text and "door-events" in text, text
+        page.screenshot(path=str(ARTIFACTS / "mirror-edge.png"), full_page=True)
+        page.goto(f"http://127.0.0.1:{hub.http_port}/#/mirror")
+        page.wait_for_selector("main[data-ready=mirror] h2")
+        text = page.inner_text("main")
+        assert "gw-1" in text and "OK" in text, text
+        page.screenshot(path=str(ARTIFACTS / "mirror-hub.png"), full_page=True)
+
+
+def test_a_bridge_to_a_dead_broker_shows_as_down(tmp_path, browser):
+    from harness import free_port
+
+    t = Tern(tmp_path / "tern", config=f"""
+[[bridges.mqtt]]
+name = "site-mosquitto"
+host = "127.0.0.1"
+port = {free_port()}
+reconnect_min_ms = 100
+reconnect_max_ms = 200
+[[bridges.mqtt.inbound]]
+filter = "sensors/#"
+topic = "sensors"
+""")
+    t.start()
+    try:
+        time.sleep(1.5)
+        code, text, _ = http(t, "GET", "/v1/bridges")
+        bridge = json.loads(text)["bridges"][0]
+        assert code == 200 and bridge["name"] == "site-mosquitto" and bridge["direction"] == "in"
+        assert bridge["connected"] is False and bridge["errors"] + bridge["reconnects"] > 0, bridge
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{t.http_port}/#/bridges")
+        page.wait_for_selector("main[data-ready=bridges]")
+        assert "site-mosquitto" in page.inner_text("main") and "DOWN" in page.inner_text("main")
+    finally:
+        t.kill()
