@@ -101,18 +101,7 @@ impl Authorizer {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        if !self.config.enabled || self.is_super(session) {
-            return true;
-        }
-        let acls = self.store.snapshot();
-        let allowed = decide(
-            &acls,
-            session,
-            operation,
-            resource_type,
-            name,
-            self.config.allow_everyone_if_no_acl_found,
-        );
+        let allowed = self.allows(session, operation, resource_type, name);
         if !allowed {
             self.denied
                 .get_or_create(&vec![(
@@ -158,11 +147,12 @@ impl Authorizer {
     ) -> i32 {
         supported
             .iter()
-            .filter(|op| self.authorize_quietly(session, **op, resource_type, name))
+            .filter(|op| self.allows(session, **op, resource_type, name))
             .fold(0, |bits, op| bits | (1 << op.code()))
     }
 
-    fn authorize_quietly(
+    /// The decision, without counting or logging it.
+    fn allows(
         &self,
         session: &Session,
         operation: Operation,

@@ -31,26 +31,22 @@ pub enum CertsCommand {
         days: i64,
     },
     /// Create <name>.pem / <name>.key for one edge; `name` is the edge's `mirror.name`.
-    Edge {
-        name: String,
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        #[arg(long)]
-        ca_dir: Option<PathBuf>,
-        #[arg(long, default_value_t = 825)]
-        days: i64,
-    },
+    Edge(Issue),
     /// Create <name>.pem / <name>.key: a client certificate for a Kafka SSL listener with
     /// `ssl_client_auth = "required"` (subject CN=<name>).
-    Client {
-        name: String,
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        #[arg(long)]
-        ca_dir: Option<PathBuf>,
-        #[arg(long, default_value_t = 825)]
-        days: i64,
-    },
+    Client(Issue),
+}
+
+/// A certificate signed by the CA in `ca_dir` (default: `dir`).
+#[derive(clap::Args, Debug)]
+pub struct Issue {
+    name: String,
+    #[arg(long, default_value = "certs")]
+    dir: PathBuf,
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 825)]
+    days: i64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,18 +74,13 @@ pub fn certs(command: CertsCommand) -> anyhow::Result<()> {
             let ca_dir = ca_dir.unwrap_or_else(|| dir.clone());
             certs::create(&dir, &ca_dir, Role::Hub, "hub", &names, days)?
         }
-        CertsCommand::Edge {
-            name,
-            dir,
-            ca_dir,
-            days,
-        }
-        | CertsCommand::Client {
-            name,
-            dir,
-            ca_dir,
-            days,
-        } => {
+        CertsCommand::Edge(issue) | CertsCommand::Client(issue) => {
+            let Issue {
+                name,
+                dir,
+                ca_dir,
+                days,
+            } = issue;
             let ca_dir = ca_dir.unwrap_or_else(|| dir.clone());
             certs::create(
                 &dir,

@@ -107,26 +107,6 @@ pub fn create(access: &Access, request: CreateAclsRequest, _version: i16) -> Cre
     CreateAclsResponse::default().with_results(results)
 }
 
-fn filter(
-    resource_type: i8,
-    resource_name: Option<&str>,
-    pattern_type: i8,
-    principal: Option<&str>,
-    host: Option<&str>,
-    operation: i8,
-    permission: i8,
-) -> Result<AclFilter, String> {
-    AclFilter::from_wire(
-        resource_type,
-        resource_name,
-        pattern_type,
-        principal,
-        host,
-        operation,
-        permission,
-    )
-}
-
 pub fn describe(
     access: &Access,
     request: DescribeAclsRequest,
@@ -140,7 +120,7 @@ pub fn describe(
     if let Some((code, why)) = refusal(access, Operation::Describe) {
         return fail(code, why);
     }
-    let wanted = match filter(
+    let wanted = match AclFilter::from_wire(
         request.resource_type_filter,
         request.resource_name_filter.as_deref(),
         request.pattern_type_filter,
@@ -202,7 +182,7 @@ pub fn delete(access: &Access, request: DeleteAclsRequest, _version: i16) -> Del
         .filters
         .iter()
         .map(|f| {
-            filter(
+            AclFilter::from_wire(
                 f.resource_type_filter,
                 f.resource_name_filter.as_deref(),
                 f.pattern_type_filter,
