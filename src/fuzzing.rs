@@ -79,7 +79,7 @@ pub fn kafka_connection(data: &[u8]) {
         );
         // Long polls and rebalances may wait: the connection is dropped, as a client
         // that hangs up would drop it, and the broker goes on.
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), served).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), served).await;
     });
 }
 
