@@ -130,6 +130,15 @@ listen = "127.0.0.1:{self.http_port}"
         return self.proc.pid
 
 
+# A lag window short enough for tests: 5 commits, sampled every 200 ms.
+FAST_LAG = """
+[lag]
+window = 5
+min_distance_ms = 100
+sample_interval_ms = 200
+"""
+
+
 def merge_toml(base: str, extra: str) -> str:
     """Appends `extra`'s keys into `base`'s sections (both small, hand-written TOML).
     Array-of-tables headers (`[[...]]`) always start a new table."""

@@ -248,4 +248,8 @@ def test_client_certificates_name_the_principal(guarded):
                           "ssl.ca.location": str(certs / "ca.pem"), "error_cb": lambda e: errors.append(str(e))})
     with pytest.raises(KafkaException):
         anonymous.list_topics(timeout=3)
+    deadline = time.time() + 10
+    while not errors and time.time() < deadline:
+        anonymous.poll(0.2)
+    assert errors, "librdkafka reported nothing for a refused handshake"
     assert end_offset(guarded, "door-events") == 5

@@ -11,7 +11,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from harness import ROOT, Tern
+from harness import FAST_LAG, ROOT, Tern
 
 ARTIFACTS = ROOT / "target" / "test-artifacts" / "console"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -20,12 +20,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 @pytest.fixture
 def tern(tmp_path):
-    t = Tern(tmp_path / "tern", config="""
-[lag]
-window = 5
-min_distance_ms = 100
-sample_interval_ms = 200
-""")
+    t = Tern(tmp_path / "tern", config=FAST_LAG)
     t.start()
     yield t
     t.kill()
@@ -166,15 +161,10 @@ def test_actions_are_refused_by_the_api_when_off(tern):
 
 @pytest.fixture
 def tern_with_actions(tmp_path):
-    t = Tern(tmp_path / "tern", config="""
+    t = Tern(tmp_path / "tern", config=FAST_LAG + """
 [http]
 actions = true
 token = "s3cret-token"
-
-[lag]
-window = 5
-min_distance_ms = 100
-sample_interval_ms = 200
 """)
     t.start()
     yield t

@@ -13,17 +13,12 @@ import urllib.request
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from harness import Tern
+from harness import FAST_LAG, Tern
 
 
 @pytest.fixture
 def tern(tmp_path):
-    t = Tern(tmp_path / "tern", config="""
-[lag]
-window = 5
-min_distance_ms = 100
-sample_interval_ms = 200
-
+    t = Tern(tmp_path / "tern", config=FAST_LAG + """
 [groups]
 initial_rebalance_delay_ms = 0
 """)
