@@ -254,6 +254,11 @@ impl Broker {
                     log.log_start_offset(),
                     log.high_watermark(),
                 );
+                if log.config().cleanup.compacts() {
+                    let stats = log.cleaner_stats(crate::log::now_ms());
+                    self.metrics
+                        .set_cleaner(&topic.name, partition.index, &stats);
+                }
             }
         }
         self.metrics.stored_bytes.set(total);

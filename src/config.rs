@@ -154,6 +154,12 @@ pub struct StorageSection {
     pub flush_linger_ms: u64,
     pub retention_check_interval_ms: u64,
     pub scrub_bytes_per_sec: u64,
+    /// How often compacted partitions are checked for a cleaning pass.
+    pub cleaner_interval_ms: u64,
+    /// Memory for the cleaner's key map (one pass handles about this / 40 keys).
+    pub cleaner_key_map_bytes: u64,
+    /// The cleaner's read + write rate, bytes per second (0: no limit).
+    pub cleaner_io_max_bytes_per_second: u64,
 }
 
 impl Default for BrokerSection {
@@ -206,6 +212,9 @@ impl Default for StorageSection {
             flush_linger_ms: 0,
             retention_check_interval_ms: 30_000,
             scrub_bytes_per_sec: 4 * 1024 * 1024,
+            cleaner_interval_ms: 15_000,
+            cleaner_key_map_bytes: 4 * 1024 * 1024,
+            cleaner_io_max_bytes_per_second: 32 * 1024 * 1024,
         }
     }
 }
@@ -300,6 +309,12 @@ impl Config {
         }
         if self.groups.max_group_size == 0 {
             return Err(invalid("groups.max_group_size", "must be >= 1"));
+        }
+        if self.storage.cleaner_interval_ms == 0 {
+            return Err(invalid("storage.cleaner_interval_ms", "must be >= 1"));
+        }
+        if self.storage.cleaner_key_map_bytes < 4096 {
+            return Err(invalid("storage.cleaner_key_map_bytes", "must be >= 4096"));
         }
         if self.storage.retention_check_interval_ms == 0 {
             return Err(invalid(

@@ -150,7 +150,14 @@ pub fn record_batches(records: &[u8]) {
     };
     for (header, bytes) in batches {
         let limit = batch::uncompressed_limit(&header, 1 << 20);
-        if batch::validate_records(bytes, &header, limit).is_ok() {
+        if batch::validate_records(
+            bytes,
+            &header,
+            limit,
+            crate::log::record_check::Rules::PRODUCED,
+        )
+        .is_ok()
+        {
             let _ = batch::recompress(bytes, Codec::Lz4, limit);
         }
     }

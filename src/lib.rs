@@ -12,6 +12,7 @@
 //! - `lag`        Burrow's lag evaluation over sliding windows of commits.
 //! - `producer_ids` ids for idempotent producers (InitProducerId).
 //! - `retention`  background retention and the global disk budget.
+//! - `log_cleaner` background log compaction of `cleanup.policy=compact` topics.
 //! - `scrub`      background verification of sealed segments (damage is quarantined).
 //! - `http`       `/healthz`, `/metrics`, `/v1/mirror` and `/v1/sinks`.
 //! - `mirror_namespaces` the topics only the mirror may write (`<edge>.` prefixes on a
@@ -39,6 +40,7 @@ pub mod http;
 pub mod kafka;
 pub mod lag;
 pub mod log;
+pub mod log_cleaner;
 pub mod metrics;
 pub mod mirror_log;
 pub mod mirror_namespaces;

@@ -120,6 +120,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let retention = tokio::spawn(crate::retention::run(Arc::clone(&broker), shutdown.clone()));
     let scrub = tokio::spawn(crate::scrub::run(Arc::clone(&broker), shutdown.clone()));
+    let cleaner = tokio::spawn(crate::log_cleaner::run(
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     let reopener = tokio::spawn(crate::retention::run_reopener(
         Arc::clone(&broker),
         shutdown.clone(),
@@ -151,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let _ = retention.await;
     let _ = reopener.await;
     let _ = scrub.await;
+    let _ = cleaner.await;
     let _ = group_ticker.await;
     let _ = lag_sampler.await;
     match http.await {

@@ -288,10 +288,16 @@ pub fn records_reader<'a>(
         .map_err(|e| BatchError::Records(e.to_string()))
 }
 
-/// Checks the records inside `batch` (count, offsets, lengths), decompressing with a bound.
-pub fn validate_records(batch: &[u8], header: &BatchHeader, limit: u64) -> Result<(), BatchError> {
+/// Checks the records inside `batch` (count, offsets, lengths) against `rules`,
+/// decompressing with a bound.
+pub fn validate_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    limit: u64,
+    rules: record_check::Rules,
+) -> Result<(), BatchError> {
     let reader = records_reader(batch, header, limit)?;
-    record_check::validate(reader, header.record_count).map_err(|e| match e {
+    record_check::validate(reader, header.record_count, rules).map_err(|e| match e {
         record_check::RecordError::Read(io) => {
             BatchError::Records(codec::from_io(header.codec(), io).to_string())
         }
@@ -311,9 +317,25 @@ pub fn recompress(batch: &[u8], target: Codec, limit: u64) -> Result<Vec<u8>, Ba
                 .map_err(|e| BatchError::Records(e.to_string()))?,
         ),
     };
-    let records = match target {
-        Codec::None => plain.into_owned(),
-        _ => codec::compress(target, &plain).map_err(|e| BatchError::Compress(e.to_string()))?,
+    with_records(batch, &plain, header.record_count, target)
+}
+
+/// A batch with the header of `batch` (offsets, timestamps, producer) around other
+/// records: `plain` (an uncompressed records section of `record_count` records), stored
+/// compressed by `codec`. Length, count, codec attribute and CRC are set anew; the last
+/// offset delta is kept, so a thinned batch still spans the offsets it did.
+pub fn with_records(
+    batch: &[u8],
+    plain: &[u8],
+    record_count: i32,
+    codec: Codec,
+) -> Result<Vec<u8>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let records = match codec {
+        Codec::None => std::borrow::Cow::Borrowed(plain),
+        _ => std::borrow::Cow::Owned(
+            codec::compress(codec, plain).map_err(|e| BatchError::Compress(e.to_string()))?,
+        ),
     };
     let mut out = Vec::with_capacity(HEADER_LEN + records.len());
     out.extend_from_slice(&batch[..HEADER_LEN]);
@@ -321,8 +343,9 @@ pub fn recompress(batch: &[u8], target: Codec, limit: u64) -> Result<Vec<u8>, Ba
     let batch_length =
         i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| BatchError::BadLength(i32::MAX))?;
     out[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = (header.attributes & !COMPRESSION_MASK) | target.attribute_bits();
+    let attributes = (header.attributes & !COMPRESSION_MASK) | codec.attribute_bits();
     out[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&record_count.to_be_bytes());
     let crc = compute_crc(&out);
     out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(out)

@@ -93,7 +93,12 @@ fn check_segment(path: &Path, report: &mut Report) -> std::io::Result<()> {
         };
         let mut bytes = vec![0u8; h.total_len()];
         file.read_exact_at(&mut bytes, position)?;
-        if let Err(e) = batch::validate_records(&bytes, &h, MAX_UNCOMPRESSED_BATCH) {
+        if let Err(e) = batch::validate_records(
+            &bytes,
+            &h,
+            MAX_UNCOMPRESSED_BATCH,
+            crate::log::record_check::Rules::stored(h.last_offset_delta),
+        ) {
             findings.push(Finding {
                 segment: path.to_path_buf(),
                 from_byte: position,

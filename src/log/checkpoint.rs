@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const RECOVERY_POINT: &str = "recovery-point";
 pub const LOG_START_OFFSET: &str = "log-start-offset";
+/// Offsets below it were compacted by an earlier cleaner pass.
+pub const CLEANER_POINT: &str = "cleaner-point";
 
 /// Reads a checkpoint; a missing or unreadable file yields `None` (the caller then does the
 /// safe, slower thing: scan everything, or start at the first segment).

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod check;
 pub mod checkpoint;
 pub mod codec;
+pub mod compaction;
 pub mod damage;
 pub mod group_commit;
 pub mod index;
@@ -20,7 +21,7 @@ mod tests;
 use thiserror::Error;
 
 pub use group_commit::GroupCommit;
-pub use partition::{AppendInfo, Log, Partition, ReadResult};
+pub use partition::{AppendInfo, CleanerStats, Log, Partition, ReadResult};
 
 /// How a topic treats the compression of incoming batches (`compression.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +37,13 @@ pub enum CompressionPolicy {
 }
 
 /// The settings of one topic that the log itself acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
+    /// `cleanup.policy`: retention deletes old segments, the cleaner compacts, or both.
+    pub cleanup: compaction::Cleanup,
+    /// The cleaner's settings (`min.cleanable.dirty.ratio`, the compaction lags,
+    /// `delete.retention.ms`); read only where `cleanup` compacts.
+    pub compaction: compaction::CompactionConfig,
     pub segment_bytes: u64,
     pub segment_ms: i64,
     /// -1: keep forever.
@@ -56,6 +62,8 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
+            cleanup: compaction::Cleanup::Delete,
+            compaction: compaction::CompactionConfig::default(),
             segment_bytes: 64 * 1024 * 1024,
             segment_ms: 7 * 24 * 3600 * 1000,
             retention_ms: 7 * 24 * 3600 * 1000,

@@ -11,16 +11,18 @@ use std::sync::{Mutex, MutexGuard};
 use tracing::{error, info, warn};
 
 use super::batch::{self, BatchHeader};
-use super::checkpoint::{self, LOG_START_OFFSET, RECOVERY_POINT};
+use super::checkpoint::{self, CLEANER_POINT, LOG_START_OFFSET, RECOVERY_POINT};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::Segment;
 use super::{LogConfig, LogError};
 
+mod compact;
 mod durability;
 mod mirrored;
 mod prepare;
 mod read;
 
+pub use compact::{CleanerStats, Trigger};
 pub use mirrored::{prepare_mirrored, MirroredAppend};
 pub use prepare::prepare;
 pub use read::{Damage, ReadPlan, ReadResult};
@@ -89,6 +91,10 @@ pub struct Log {
     dir_synced: u64,
     /// Damaged ranges quarantined since the log was opened (for /metrics).
     quarantined: u64,
+    /// Compacted topics: offsets below this were cleaned by an earlier pass.
+    cleaner_point: i64,
+    /// The cleaner's counters since the log was opened.
+    cleaner_totals: CleanerStats,
 }
 
 fn segment_bases(dir: &Path) -> std::io::Result<Vec<i64>> {
@@ -120,8 +126,17 @@ impl Log {
     ) -> Result<(Log, RecoveryReport), LogError> {
         // The new directory's own entry must be durable before anything in it is.
         checkpoint::create_dir_durably(dir).map_err(|e| LogError::io(dir, e))?;
-        checkpoint::remove_stale_temporaries(dir, &[RECOVERY_POINT, LOG_START_OFFSET])
-            .map_err(|e| LogError::io(dir, e))?;
+        checkpoint::remove_stale_temporaries(
+            dir,
+            &[RECOVERY_POINT, LOG_START_OFFSET, CLEANER_POINT],
+        )
+        .map_err(|e| LogError::io(dir, e))?;
+        // A cleaning a crash interrupted: finished if it had committed, discarded if not.
+        let swaps = super::compaction::swap::recover(dir).map_err(|e| LogError::io(dir, e))?;
+        if swaps != Default::default() {
+            info!(dir = %dir.display(), completed = swaps.completed, discarded = swaps.discarded,
+                "recovery finished the compaction swaps a crash interrupted");
+        }
         let bases = segment_bases(dir).map_err(|e| LogError::io(dir, e))?;
         let recovery_point = checkpoint::read(dir, RECOVERY_POINT).unwrap_or(i64::MIN);
         let start_checkpoint = checkpoint::read(dir, LOG_START_OFFSET).unwrap_or(0);
@@ -188,10 +203,20 @@ impl Log {
             dir_changes: 0,
             dir_synced: 0,
             quarantined: report.quarantined,
+            cleaner_point: 0,
+            // Which tombstones expire when is not kept on disk: one pass after a start
+            // finds out (and removes those already due).
+            cleaner_totals: CleanerStats {
+                next_tombstone_expiry: Some(i64::MIN),
+                ..CleanerStats::default()
+            },
         };
         let end = log.log_end_offset();
         log.rebuild_producer_states();
         log.log_start_offset = start_checkpoint.clamp(first_base, end);
+        log.cleaner_point = checkpoint::read(dir, CLEANER_POINT)
+            .unwrap_or(0)
+            .clamp(log.log_start_offset, end);
         // What recovery kept may sit in the page cache only (the process died, not the
         // machine): make it durable before serving it, then record that it is recovered.
         for base in &scanned_sealed {
@@ -285,6 +310,11 @@ impl Log {
 
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(Segment::size).sum()
+    }
+
+    /// Base offset of the active segment (the one appends go to; never compacted).
+    pub fn active_segment_base(&self) -> i64 {
+        self.active().base_offset
     }
 
     pub fn segment_count(&self) -> usize {
@@ -485,6 +515,10 @@ impl Log {
         }
         let dir = self.dir.clone();
         let active = self.active();
+        if active.is_empty() {
+            // Nothing to seal (a new segment would reuse the same base offset).
+            return Ok(());
+        }
         let (sealed_base, base) = (active.base_offset, active.next_offset());
         let segment = Segment::create(&dir, base, now_ms).map_err(|e| LogError::io(&dir, e))?;
         self.dir_changes += 1;
@@ -586,6 +620,10 @@ impl Log {
     /// Applies `retention.ms` and `retention.bytes` (sealed segments only, oldest first).
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
         let mut total = RetentionReport::default();
+        if !self.config.cleanup.deletes() {
+            // cleanup.policy=compact: the cleaner bounds the log, retention never deletes.
+            return Ok(total);
+        }
         while let Some((_, max_ts, _)) = self.oldest_sealed() {
             let expired = self.config.retention_ms >= 0
                 && super::clock_is_plausible(now_ms)

@@ -21,12 +21,40 @@ pub enum RecordError {
     Read(#[from] io::Error),
 }
 
+/// What a batch's records must satisfy beyond their structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// `None`: offset deltas 0, 1, 2… as a producer sends them. `Some(last)`: a batch as
+    /// stored or mirrored, which log compaction may have thinned: deltas strictly
+    /// increasing and at most the batch's `last_offset_delta`.
+    pub thinned_up_to: Option<i32>,
+    /// A compacted topic: every record needs a key (Kafka refuses keyless records there).
+    pub keys_required: bool,
+}
+
+impl Rules {
+    /// What a producer's batch must satisfy.
+    pub const PRODUCED: Rules = Rules {
+        thinned_up_to: None,
+        keys_required: false,
+    };
+
+    /// What a stored (or mirrored) batch with this `last_offset_delta` must satisfy.
+    pub fn stored(last_offset_delta: i32) -> Rules {
+        Rules {
+            thinned_up_to: Some(last_offset_delta),
+            keys_required: false,
+        }
+    }
+}
+
 /// Reads exactly `count` records from `records` and checks that nothing follows them.
-pub fn validate(records: impl Read, count: i32) -> Result<(), RecordError> {
+pub fn validate(records: impl Read, count: i32, rules: Rules) -> Result<(), RecordError> {
     let mut reader = Counting {
         inner: BufReader::with_capacity(16 * 1024, records),
         consumed: 0,
     };
+    let mut previous_delta = -1i32;
     for index in 0..count.max(0) {
         let bad = |reason: String| RecordError::Malformed { index, reason };
         let length = match read_varint(&mut reader) {
@@ -46,12 +74,27 @@ pub fn validate(records: impl Read, count: i32) -> Result<(), RecordError> {
         let _attributes = reader.read_u8()?;
         let _timestamp_delta = read_varlong(&mut reader)?;
         let offset_delta = read_varint(&mut reader)?;
-        if offset_delta != index {
-            return Err(bad(format!(
-                "offset delta {offset_delta}, expected {index} (records must be consecutive)"
-            )));
+        match rules.thinned_up_to {
+            None if offset_delta != index => {
+                return Err(bad(format!(
+                    "offset delta {offset_delta}, expected {index} (records must be consecutive)"
+                )));
+            }
+            Some(last) if offset_delta <= previous_delta || offset_delta > last => {
+                return Err(bad(format!(
+                    "offset delta {offset_delta} after {previous_delta} (deltas must increase up to {last})"
+                )));
+            }
+            _ => {}
         }
+        previous_delta = offset_delta;
         let key_len = read_varint(&mut reader)?;
+        if key_len < 0 && rules.keys_required {
+            return Err(bad(
+                "a compacted topic (cleanup.policy=compact) cannot accept a record without a key"
+                    .to_string(),
+            ));
+        }
         skip_bytes(&mut reader, key_len, true).map_err(|r| bad(format!("key: {r}")))?;
         let value_len = read_varint(&mut reader)?;
         skip_bytes(&mut reader, value_len, true).map_err(|r| bad(format!("value: {r}")))?;
@@ -149,21 +192,21 @@ mod tests {
     #[test]
     fn client_batches_validate() {
         let batch = make_batch(50, b"hello");
-        validate(&batch[HEADER_LEN..], 50).expect("valid");
+        validate(&batch[HEADER_LEN..], 50, Rules::PRODUCED).expect("valid");
     }
 
     #[test]
     fn wrong_counts_and_trailing_bytes_are_refused() {
         let batch = make_batch(5, b"x");
         assert!(matches!(
-            validate(&batch[HEADER_LEN..], 6),
+            validate(&batch[HEADER_LEN..], 6, Rules::PRODUCED),
             Err(RecordError::CountMismatch {
                 declared: 6,
                 found: 5
             })
         ));
         assert!(matches!(
-            validate(&batch[HEADER_LEN..], 4),
+            validate(&batch[HEADER_LEN..], 4, Rules::PRODUCED),
             Err(RecordError::Trailing)
         ));
     }
@@ -173,13 +216,14 @@ mod tests {
         let batch = make_batch(1, b"value");
         let mut records = batch[HEADER_LEN..].to_vec();
         records.truncate(records.len() - 3);
-        assert!(validate(&records[..], 1).is_err());
+        assert!(validate(&records[..], 1, Rules::PRODUCED).is_err());
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512), count in 0i32..2000) {
-            let _ = validate(&bytes[..], count);
+            let _ = validate(&bytes[..], count, Rules::PRODUCED);
+            let _ = validate(&bytes[..], count, Rules::stored(count));
         }
     }
 }

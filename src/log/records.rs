@@ -11,6 +11,7 @@ use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 use super::batch::{self, BatchHeader, Codec, MAX_UNCOMPRESSED_BATCH};
 use super::codec;
+use super::record_check::Rules;
 
 /// Why the records of a batch could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +45,13 @@ fn decompress(bytes: &mut Bytes, compression: Compression) -> anyhow::Result<Byt
 fn decode_one(bytes: &[u8]) -> Result<Vec<Record>, RecordsError> {
     let malformed = |e: String| RecordsError::Malformed(e);
     let header = batch::validate(bytes).map_err(|e| malformed(e.to_string()))?;
-    batch::validate_records(bytes, &header, MAX_UNCOMPRESSED_BATCH)
-        .map_err(|e| malformed(e.to_string()))?;
+    batch::validate_records(
+        bytes,
+        &header,
+        MAX_UNCOMPRESSED_BATCH,
+        Rules::stored(header.last_offset_delta),
+    )
+    .map_err(|e| malformed(e.to_string()))?;
     let mut buf = Bytes::copy_from_slice(bytes);
     RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
         .map(|set| set.records)

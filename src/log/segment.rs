@@ -47,8 +47,12 @@ pub struct Segment {
     pub scrubbed: bool,
 }
 
+/// Suffix of the files of a segment the cleaner is still writing (see `compaction::swap`).
+pub const STAGED_SUFFIX: &str = ".cleaned";
+
 impl Segment {
-    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+    /// The segment's log, offset index and time index files.
+    pub fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
         let stem = file_stem(base_offset);
         (
             dir.join(format!("{stem}.log")),
@@ -57,9 +61,39 @@ impl Segment {
         )
     }
 
+    /// Where the cleaner writes a segment before swapping it in: the final names plus
+    /// [`STAGED_SUFFIX`], so that nothing reads them as a segment until the swap.
+    pub fn staged_paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        let (log, index, time_index) = Self::paths(dir, base_offset);
+        let staged = |p: PathBuf| {
+            let mut name = p.into_os_string();
+            name.push(STAGED_SUFFIX);
+            PathBuf::from(name)
+        };
+        (staged(log), staged(index), staged(time_index))
+    }
+
     /// Creates an empty segment (the file must not hold data yet).
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
-        let (log, index, time_index) = Self::paths(dir, base_offset);
+        Self::create_at(dir, base_offset, now_ms, Self::paths(dir, base_offset))
+    }
+
+    /// Creates an empty segment under its staged names (the cleaner's output).
+    pub fn create_staged(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        Self::create_at(
+            dir,
+            base_offset,
+            now_ms,
+            Self::staged_paths(dir, base_offset),
+        )
+    }
+
+    fn create_at(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        (log, index, time_index): (PathBuf, PathBuf, PathBuf),
+    ) -> io::Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::log::batch::Codec;
+use crate::log::compaction::{Cleanup, CompactionConfig};
 use crate::log::{CompressionPolicy, LogConfig};
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -121,19 +122,9 @@ fn v_compression(v: &str) -> Result<(), String> {
     }
 }
 fn v_cleanup(v: &str) -> Result<(), String> {
-    let items: Vec<&str> = v
-        .split(',')
-        .map(str::trim)
-        .filter(|i| !i.is_empty())
-        .collect();
-    if items.contains(&"compact") {
-        return Err("log compaction is not implemented yet; use `delete`".to_string());
-    }
-    if items.iter().all(|i| *i == "delete") {
-        Ok(())
-    } else {
-        Err("expected `delete`".to_string())
-    }
+    Cleanup::parse(v)
+        .map(|_| ())
+        .ok_or_else(|| "expected delete, compact, or compact,delete".to_string())
 }
 fn v_timestamp_type(v: &str) -> Result<(), String> {
     match v {
@@ -146,7 +137,6 @@ fn v_min_isr(v: &str) -> Result<(), String> {
 }
 
 const SINGLE_NODE: &str = "tern is a single node without replication";
-const NO_COMPACTION: &str = "log compaction is not implemented yet";
 const ALWAYS_FSYNCED: &str = "tern fsyncs every acknowledged write before answering";
 const NO_TIERED: &str = "tern has no tiered storage";
 
@@ -182,7 +172,9 @@ pub static KEYS: &[ConfigKey] = &[
         "delete",
         List,
         v_cleanup,
-        "delete: old segments are removed by retention (compact is not implemented yet)"
+        "delete: old segments are removed by retention; compact: the latest record of every \
+         key is kept (the cleaner rewrites sealed segments, offsets never change); \
+         compact,delete: both"
     ),
     key!(
         "compression.type",
@@ -199,8 +191,14 @@ pub static KEYS: &[ConfigKey] = &[
         inert: "tern's lz4 encoder has one level"),
     key!("compression.zstd.level", "3", Int, v_int, "zstd level when tern compresses",
         inert: "tern's zstd encoder has one level (fastest)"),
-    key!("delete.retention.ms", "86400000", Long, v_non_negative_long,
-        "how long tombstones are kept in compacted topics", inert: NO_COMPACTION),
+    key!(
+        "delete.retention.ms",
+        "86400000",
+        Long,
+        v_non_negative_long,
+        "compacted topics: a tombstone (null value) is kept this long after its batch's \
+         timestamp, then removed by the next cleaning"
+    ),
     key!("file.delete.delay.ms", "60000", Long, v_non_negative_long,
         "delay before a deleted segment's file is removed",
         inert: "tern removes segment files at once (readers hold open handles)"),
@@ -223,8 +221,13 @@ pub static KEYS: &[ConfigKey] = &[
         "local retention with tiered storage", inert: NO_TIERED),
     key!("local.retention.ms", "-2", Long, v_local_retention,
         "local retention with tiered storage", inert: NO_TIERED),
-    key!("max.compaction.lag.ms", "9223372036854775807", Long, v_positive_long,
-        "longest a record stays uncompacted", inert: NO_COMPACTION),
+    key!(
+        "max.compaction.lag.ms",
+        "9223372036854775807",
+        Long,
+        v_positive_long,
+        "compacted topics: dirty records older than this are cleaned whatever the dirty ratio"
+    ),
     key!(
         "max.message.bytes",
         "1048588",
@@ -254,10 +257,21 @@ pub static KEYS: &[ConfigKey] = &[
         "CreateTime: records keep the producer's timestamp; LogAppendTime: the broker's \
          clock at append"
     ),
-    key!("min.cleanable.dirty.ratio", "0.5", Double, v_ratio,
-        "dirty ratio that triggers compaction", inert: NO_COMPACTION),
-    key!("min.compaction.lag.ms", "0", Long, v_non_negative_long,
-        "shortest time a record stays uncompacted", inert: NO_COMPACTION),
+    key!(
+        "min.cleanable.dirty.ratio",
+        "0.5",
+        Double,
+        v_ratio,
+        "compacted topics: clean once the not yet cleaned bytes are this share of the \
+         cleanable (sealed) bytes"
+    ),
+    key!(
+        "min.compaction.lag.ms",
+        "0",
+        Long,
+        v_non_negative_long,
+        "compacted topics: a segment whose newest record is younger than this is not cleaned"
+    ),
     key!(
         "min.insync.replicas",
         "1",
@@ -370,7 +384,22 @@ impl Defaults {
                 .unwrap_or(fallback)
         };
         let base = LogConfig::default();
+        let defaults = CompactionConfig::default();
         LogConfig {
+            cleanup: Cleanup::parse(self.resolve(overrides, "cleanup.policy").0)
+                .unwrap_or(Cleanup::Delete),
+            compaction: CompactionConfig {
+                min_cleanable_dirty_ratio: self
+                    .resolve(overrides, "min.cleanable.dirty.ratio")
+                    .0
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(defaults.min_cleanable_dirty_ratio),
+                min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
+                max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX).max(1),
+                delete_retention_ms: long("delete.retention.ms", defaults.delete_retention_ms)
+                    .max(0),
+            },
             segment_bytes: long("segment.bytes", base.segment_bytes as i64).max(1024) as u64,
             segment_ms: long("segment.ms", base.segment_ms),
             retention_ms: long("retention.ms", base.retention_ms),

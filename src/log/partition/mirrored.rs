@@ -39,7 +39,9 @@ pub fn prepare_mirrored<'a>(
     let mut out = Vec::with_capacity(batches.len());
     for (header, bytes) in batches {
         let limit = batch::uncompressed_limit(header, config.max_message_bytes.max(bytes.len()));
-        batch::validate_records(bytes, header, limit)
+        // Batches from a compacted source may have gaps between their records' offsets.
+        let rules = crate::log::record_check::Rules::stored(header.last_offset_delta);
+        batch::validate_records(bytes, header, limit, rules)
             .map_err(|e| LogError::InvalidRecords(e.to_string()))?;
         out.push((*header, Cow::Borrowed(*bytes)));
     }

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use super::PreparedBatch;
 use crate::log::batch::{self, BatchHeader, Codec};
+use crate::log::record_check::Rules;
 use crate::log::{CompressionPolicy, LogConfig, LogError};
 
 /// Validates each batch against the topic's limits, checks its records (decompressing
@@ -25,7 +26,11 @@ pub fn prepare<'a>(
             return Err(too_large(bytes.len()));
         }
         let limit = batch::uncompressed_limit(header, config.max_message_bytes);
-        batch::validate_records(bytes, header, limit)
+        let rules = Rules {
+            thinned_up_to: None,
+            keys_required: config.cleanup.compacts() && !header.is_control(),
+        };
+        batch::validate_records(bytes, header, limit, rules)
             .map_err(|e| LogError::InvalidRecords(e.to_string()))?;
         let source = header.codec();
         let target = match config.compression {
