@@ -74,6 +74,7 @@ pub fn enforce(broker: &Broker) {
         .flat_map(|t| t.partitions())
         .collect();
     for partition in &partitions {
+        roll_if_idle(broker, partition, now);
         let mut log = partition.lock();
         let start_before = log.log_start_offset();
         match log.apply_retention(now) {
@@ -145,20 +146,10 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
                     error!(topic = %p.topic, partition = p.index, error = %e, "could not seal a segment for the disk budget");
                     break;
                 }
-                // Seal it durably before anything below it is evicted.
-                let target = log.sync_target();
                 drop(log);
-                let result = target.run();
-                let mut log = p.lock();
-                match result {
-                    Ok(()) => {
-                        log.complete_sync(&target);
-                    }
-                    Err(e) => {
-                        broker.metrics.fsync_errors.inc();
-                        log.fail_sync(&e.to_string());
-                        break;
-                    }
+                // Seal it durably before anything below it is evicted.
+                if !seal(broker, p) {
+                    break;
                 }
                 continue;
             }
@@ -183,6 +174,39 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
                 error!(topic = %partition.topic, partition = partition.index, error = %e, "eviction failed");
                 break;
             }
+        }
+    }
+}
+
+/// Rolls a partition nobody wrote to for `segment.ms` and seals the old segment durably.
+fn roll_if_idle(broker: &Broker, partition: &Partition, now: i64) {
+    let rolled = partition.lock().roll_if_idle(now);
+    match rolled {
+        Ok(true) => {
+            seal(broker, partition);
+        }
+        Ok(false) => {}
+        Err(e) => {
+            error!(topic = %partition.topic, partition = partition.index, error = %e, "could not roll an idle segment")
+        }
+    }
+}
+
+/// Makes everything appended (a just sealed segment included) durable. Returns false
+/// when the fsync failed (the partition is fenced then).
+fn seal(broker: &Broker, partition: &Partition) -> bool {
+    let target = partition.lock().sync_target();
+    let result = target.run();
+    let mut log = partition.lock();
+    match result {
+        Ok(()) => {
+            log.complete_sync(&target);
+            true
+        }
+        Err(e) => {
+            broker.metrics.fsync_errors.inc();
+            log.fail_sync(&e.to_string());
+            false
         }
     }
 }

@@ -506,6 +506,18 @@ impl Log {
         Ok(())
     }
 
+    /// `segment.ms` for a partition nobody writes to: seals an active segment older than
+    /// that (so that compaction and retention can reach its records). Returns whether it did.
+    pub fn roll_if_idle(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        let active = self.active();
+        let old = now_ms.saturating_sub(active.created_ms) > self.config.segment_ms;
+        if active.is_empty() || !old || self.fenced.is_some() {
+            return Ok(false);
+        }
+        self.roll(now_ms)?;
+        Ok(true)
+    }
+
     /// Seals the active segment and starts a new one. Nothing is fsynced here (this runs
     /// under the partition lock): the next sync seals the old segment, syncs the directory
     /// entry of the new one and moves the recovery point.

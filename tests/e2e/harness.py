@@ -50,6 +50,8 @@ class Tern:
         # A foreign-architecture binary runs under an emulator such as qemu-aarch64.
         self.binary = binary
         self.runner = list(runner)
+        # Extra environment for the next starts (test hooks such as TERN_TEST_CLEANER_ABORT_AT).
+        self.env: dict[str, str] = {}
 
     @property
     def bootstrap(self) -> str:
@@ -81,7 +83,7 @@ listen = "127.0.0.1:{self.http_port}"
             [*self.runner, self.binary, "serve", "--config", str(config_path)],
             stdout=log,
             stderr=log,
-            env={**os.environ, "TERN_LOG": os.environ.get("TERN_LOG", "info")},
+            env={**os.environ, "TERN_LOG": os.environ.get("TERN_LOG", "info"), **self.env},
         )
         deadline = time.time() + timeout
         marker = f"kafka=127.0.0.1:{self.kafka_port}"
