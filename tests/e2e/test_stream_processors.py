@@ -28,7 +28,7 @@ cleaner_interval_ms = 200
 cleaner_io_max_bytes_per_second = 0
 
 [topic_defaults]
-segment.ms = "500"
+"segment.ms" = "500"
 "min.cleanable.dirty.ratio" = "0.01"
 
 [groups]
@@ -113,6 +113,14 @@ def cleaner_reclaimed(tern, topic):
     return 0.0
 
 
+def committed(bootstrap, group, topic="door-events"):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        return c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        c.close()
+
+
 def counts(values):
     return {k: v["count"] for k, v in values.items() if isinstance(v, dict) and "count" in v}
 
@@ -130,6 +138,9 @@ def test_faust_table_recovers_from_its_compacted_changelog(tern_factory, tmp_pat
         expected = {f"lock-{lock}": half for lock in range(LOCKS)}
         wait_for(lambda: counts(latest_values(tern.bootstrap, changelog)) == expected, 90,
                  "faust to count the first half", log)
+        # Killed once it committed its input: only the changelog can give the counts back.
+        wait_for(lambda: committed(tern.bootstrap, "door-counter") == LOCKS * half, 30,
+                 "faust to commit its input offsets", log)
         kill(app)
         produce_events(tern.bootstrap, range(half, EVENTS_PER_LOCK), now)
         # tern compacts the changelog meanwhile: one update per event, one record per lock left.
@@ -151,13 +162,22 @@ def test_quixstreams_window_state_recovers_from_its_compacted_changelog(tern_fac
     state_dir = tmp_path / "quix-state"
     minute = int(time.time() * 1000) // 60_000 * 60_000
     half = EVENTS_PER_LOCK // 2
-    produce_events(tern.bootstrap, range(half), minute + 1000)
     argv = [QUIX_PYTHON, str(APPS / "quix_door_windows.py"), tern.bootstrap, str(state_dir)]
     app = start_app(argv, log)
     try:
+        # In bursts, each committed before the next: quixstreams writes a key's state to
+        # the changelog once per checkpoint, so the changelog gets superseded records.
+        for start in range(0, half, 5):
+            produce_events(tern.bootstrap, range(start, start + 5), minute + 1000)
+            wait_for(lambda: committed(tern.bootstrap, "door-windows") == LOCKS * (start + 5), 60,
+                     "quixstreams to commit a burst", log)
         expected = {f"lock-{lock}": half for lock in range(LOCKS)}
         wait_for(lambda: counts(latest_values(tern.bootstrap, "door-window-counts")) == expected, 90,
                  "quixstreams to count the first half", log)
+        # Killed once it committed its input (a checkpoint: changelog flushed first), so
+        # only the changelog can give the window state back.
+        wait_for(lambda: committed(tern.bootstrap, "door-windows") == LOCKS * half, 30,
+                 "quixstreams to commit its input offsets", log)
         kill(app)
         # A new machine: no local RocksDB state; only the changelog topic can restore it.
         subprocess.run(["rm", "-rf", str(state_dir)], check=True)

@@ -22,6 +22,9 @@ app = faust.App(
     web_enabled=False,
     broker_commit_every=50,
     broker_commit_interval=0.5,
+    # A killed worker's membership ends after this; the restarted one waits for it.
+    broker_session_timeout=6.0,
+    broker_heartbeat_interval=1.0,
 )
 
 events = app.topic("door-events", key_type=str, value_type=bytes, value_serializer="json")

@@ -20,6 +20,8 @@ app = Application(
     commit_interval=0.5,
     processing_guarantee="at-least-once",
     use_changelog_topics=True,
+    # A killed instance's membership ends after this; the restarted one waits for it.
+    consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
 )
 
 events = app.topic("door-events", key_deserializer="str", value_deserializer="json")
