@@ -3,10 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use bytes::Bytes;
+use anyhow::Context;
 use clap::Subcommand;
-use http_body_util::{BodyExt, Empty};
 use tern_mirror::certs::{self, Role};
 use tern_mirror::status::{DownlinkPartition, EdgeStatus, HubStatus, MirrorStatus};
 
@@ -98,28 +96,8 @@ pub fn certs(command: CertsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GET `path` from the HTTP port.
-async fn get(http: &str, path: &str) -> anyhow::Result<Bytes> {
-    let stream = tokio::net::TcpStream::connect(http)
-        .await
-        .with_context(|| format!("cannot reach tern's HTTP port at {http}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, http)
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        bail!("{path}: HTTP {status}");
-    }
-    Ok(body)
-}
-
 pub async fn status(http: &str, json: bool) -> anyhow::Result<()> {
-    let body = get(http, "/v1/mirror").await?;
+    let body = super::http::get(http, "/v1/mirror").await?;
     if json {
         println!("{}", String::from_utf8_lossy(&body));
         return Ok(());

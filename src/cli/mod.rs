@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod consume;
 pub mod delete_records;
 pub mod groups;
+pub mod http;
 pub mod mirror;
 pub mod produce;
 
@@ -45,8 +46,14 @@ pub enum TopicsCommand {
     },
     /// List topic names.
     List,
-    /// Show partitions, leaders and effective configs.
-    Describe { name: String },
+    /// Show partitions, leaders and effective configs (and, for compacted topics, the
+    /// cleaner's figures from the HTTP port).
+    Describe {
+        name: String,
+        /// The tern's HTTP port (`http.listen`), for the cleaner's figures.
+        #[arg(long, default_value = "127.0.0.1:9644")]
+        http: String,
+    },
     /// Add partitions and/or change configs.
     Alter {
         name: String,
@@ -196,7 +203,13 @@ pub async fn topics(connection: &Connection, command: TopicsCommand) -> Result<(
             .await
         }
         TopicsCommand::List => topics::list(&mut cluster).await,
-        TopicsCommand::Describe { name } => topics::describe(&mut cluster, &name).await,
+        TopicsCommand::Describe { name, http } => {
+            let compacted = topics::describe(&mut cluster, &name).await?;
+            if compacted {
+                topics::print_cleaner(&http, &name).await;
+            }
+            Ok(())
+        }
         TopicsCommand::Alter {
             name,
             partitions,

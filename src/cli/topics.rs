@@ -93,7 +93,8 @@ pub async fn list(cluster: &mut Cluster) -> Result<(), ClientError> {
     Ok(())
 }
 
-pub async fn describe(cluster: &mut Cluster, name: &str) -> Result<(), ClientError> {
+/// Prints the topic like kafka-topics --describe. Returns whether it is compacted.
+pub async fn describe(cluster: &mut Cluster, name: &str) -> Result<bool, ClientError> {
     let partitions = cluster.partitions(name)?;
     let request =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
@@ -106,9 +107,16 @@ pub async fn describe(cluster: &mut Cluster, name: &str) -> Result<(), ClientErr
         .send(&request, 1..=2)
         .await?;
     let mut configs = Vec::new();
+    let mut compacted = false;
     for r in &response.results {
         check(r.error_code, r.error_message.as_ref(), "describing configs")?;
         for c in &r.configs {
+            if c.name.as_str() == "cleanup.policy" {
+                compacted = c
+                    .value
+                    .as_ref()
+                    .is_some_and(|v| v.as_str().contains("compact"));
+            }
             configs.push(format!(
                 "{}={}",
                 c.name.as_str(),
@@ -141,7 +149,49 @@ pub async fn describe(cluster: &mut Cluster, name: &str) -> Result<(), ClientErr
             list(&p.isr_nodes)
         );
     }
-    Ok(())
+    Ok(compacted)
+}
+
+/// The cleaner's figures per partition, read from the HTTP port (`/v1/topics/{name}`).
+/// Best effort: an unreachable port is reported, not an error of `describe`.
+pub async fn print_cleaner(http: &str, name: &str) {
+    // Kafka topic names ([a-zA-Z0-9._-]) need no escaping in a path.
+    let path = format!("/v1/topics/{name}");
+    let body = match super::http::get(http, &path).await {
+        Ok(body) => body,
+        Err(e) => {
+            println!(
+                "\t(cleaner figures unavailable: {e:#}; pass --http with the tern's http.listen)"
+            );
+            return;
+        }
+    };
+    let Ok(view) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        println!("\t(cleaner figures unavailable: not a topic view)");
+        return;
+    };
+    let partitions = view["partition_details"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for p in partitions {
+        let c = &p["cleaner"];
+        let last = c["last_clean_ms"]
+            .as_i64()
+            .map_or("never (since start)".to_string(), |ms| {
+                let ago = (crate::log::now_ms() - ms).max(0) / 1000;
+                format!("{ago} s ago")
+            });
+        println!(
+            "\tPartition: {}\tDirtyRatio: {:.2}\tDirtyBytes: {}\tCleanBytes: {}\tLastCleaned: {}\tReclaimedBytes: {}",
+            p["partition"],
+            c["dirty_ratio"].as_f64().unwrap_or(0.0),
+            c["dirty_bytes"],
+            c["clean_bytes"],
+            last,
+            c["bytes_reclaimed"],
+        );
+    }
 }
 
 pub async fn alter(

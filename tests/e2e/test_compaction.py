@@ -12,6 +12,8 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from harness import TERN_BIN
+
 # Cleaner and idle-segment checks every 200 ms, no disk-rate limit.
 FAST = """
 [storage]
@@ -149,9 +151,16 @@ def test_librdkafka_and_kcat_read_a_compacted_topic(tern_factory):
     assert lines[0].startswith("950 lock-0 -1"), lines[0]  # a tombstone: null value
     assert lines[-1] == "999 lock-49 11", lines[-1]  # "state-19-49"
 
-    # The cleaner's figures on /metrics.
+    # The cleaner's figures on /metrics and in `tern topics describe`.
     assert metric(tern, "tern_log_cleaner_dirty_ratio", "door-state") == 0.0
     assert metric(tern, "tern_log_cleaner_partition_reclaimed_bytes", "door-state") > 0
+    described = subprocess.run([TERN_BIN, "topics", "describe", "door-state", "--bootstrap-server", tern.bootstrap,
+                                "--http", f"127.0.0.1:{tern.http_port}"], capture_output=True, text=True, timeout=30)
+    assert described.returncode == 0, described.stderr
+    assert "cleanup.policy=compact" in described.stdout, described.stdout
+    found = re.search(r"DirtyRatio: 0\.00\tDirtyBytes: 0\tCleanBytes: (\d+)\tLastCleaned: \d+ s ago\tReclaimedBytes: (\d+)",
+                      described.stdout)
+    assert found and int(found.group(2)) > 0, described.stdout
 
 
 def test_tombstones_go_after_delete_retention(tern_factory):
