@@ -5,10 +5,10 @@
 //! produce (one fsync round serves both); only then does it become visible to OffsetFetch,
 //! and a commit whose fsync fails is never visible (the log cuts it away and fences the
 //! partition). An in-memory map, rebuilt from the topic at startup, answers reads. The
-//! topic is kept small by a rewrite: when it has grown to several times what is live, the
-//! latest value of every key is appended anew and the segments before are deleted (until
-//! log compaction exists). Committed offsets thereby share every guarantee of the log:
-//! CRCs, recovery to a valid prefix, fsync before acknowledgement, power-cut tests.
+//! topic is compacted as Kafka's is (`cleanup.policy=compact`, by the log cleaner): the
+//! latest value of every key stays, deletions are tombstones. Committed offsets thereby
+//! share every guarantee of the log: CRCs, recovery to a valid prefix, fsync before
+//! acknowledgement, crash-safe compaction, power-cut tests.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,12 +26,6 @@ use crate::topics::{TopicError, Topics};
 
 /// Most bytes read per step when the topic is replayed at startup.
 const REPLAY_CHUNK: usize = 1 << 20;
-/// The topic is rewritten once it holds this many times the bytes its live keys need...
-const REWRITE_RATIO: u64 = 4;
-/// ...and at least this much.
-const REWRITE_MIN_BYTES: u64 = 4 << 20;
-/// Bytes a live key is assumed to need in the log (for the rewrite decision).
-const BYTES_PER_KEY: u64 = 100;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -100,13 +94,6 @@ impl State {
         }
         out
     }
-
-    fn live_keys(&self) -> u64 {
-        self.visible
-            .values()
-            .map(|g| g.values().filter(|s| s.value.is_some()).count() as u64)
-            .sum()
-    }
 }
 
 pub struct CommittedOffsets {
@@ -144,7 +131,10 @@ impl CommittedOffsets {
         commits: Counter,
     ) -> Result<Arc<CommittedOffsets>, TopicError> {
         let topic = match topics.get(OFFSETS_TOPIC) {
-            Some(t) => t,
+            Some(t) => {
+                topics.upgrade_internal(OFFSETS_TOPIC)?;
+                t
+            }
             None => topics.create_internal(OFFSETS_TOPIC)?,
         };
         let partition = topic
@@ -427,8 +417,8 @@ impl CommittedOffsets {
 
     /// Housekeeping, on a blocking thread: expires the offsets of groups without members
     /// whose newest commit is older than `retention_ms` (Kafka's `offsets.retention.minutes`;
-    /// groups for which `keep` says yes are never expired), then rewrites the topic if it
-    /// has grown well beyond what is live.
+    /// groups for which `keep` says yes are never expired). The log cleaner keeps the
+    /// topic itself small.
     pub fn maintain(
         &self,
         now_ms: i64,
@@ -469,76 +459,19 @@ impl CommittedOffsets {
             }
         }
         self.forget_deleted_groups();
-        self.rewrite_if_large()
+        Ok(())
     }
 
-    /// Groups whose every key is deleted and durable need no memory any more once the
-    /// rewrite has dropped their tombstones; until then they stay (a small slot each).
+    /// A deleted key's slot only guards against an older commit of it still settling;
+    /// once no pending commit is older, it needs no memory (and groups with no slot left
+    /// are gone).
     fn forget_deleted_groups(&self) {
-        let log_start = self.partition.lock().log_start_offset();
         let mut state = self.state();
+        let oldest_pending = state.pending.keys().next().copied().unwrap_or(i64::MAX);
         state.visible.retain(|_, slots| {
-            slots.retain(|_, s| s.value.is_some() || s.log_offset >= log_start);
+            slots.retain(|_, s| s.value.is_some() || s.log_offset >= oldest_pending);
             !slots.is_empty()
         });
-    }
-
-    /// Rewrites the topic when it holds several times what is live: the latest value of
-    /// every live key is appended into a new segment, and once that is durable the
-    /// segments before it are deleted.
-    fn rewrite_if_large(&self) -> Result<(), StoreError> {
-        let (size, segments) = {
-            let log = self.partition.lock();
-            (log.size_bytes(), log.segment_count())
-        };
-        let live = self.state().live_keys();
-        let threshold = (live * BYTES_PER_KEY * REWRITE_RATIO).max(REWRITE_MIN_BYTES);
-        if size <= threshold && segments < 8 {
-            return Ok(());
-        }
-        self.rewrite()
-    }
-
-    /// Appends the latest value of every live key into a new segment and, once that is
-    /// durable, deletes the segments before it. Commits wait on the state lock meanwhile,
-    /// so none lands between the copy and the cut.
-    pub(crate) fn rewrite(&self) -> Result<(), StoreError> {
-        let state = self.state();
-        let live: Vec<(OffsetKey, Option<Committed>)> = state
-            .latest()
-            .into_iter()
-            .filter(|(_, v)| v.is_some())
-            .collect();
-        let now = crate::log::now_ms();
-        let (start, last, generation) = {
-            let mut log = self.partition.lock();
-            log.roll(now)?;
-            let start = log.log_end_offset();
-            let mut last = start;
-            let mut generation = log.generation();
-            // Batches of a few thousand records stay far below max.message.bytes.
-            for chunk in live.chunks(2000) {
-                let bytes = offset_records::encode_batch(chunk, now)?;
-                let batches = crate::log::batch::split_batches(&bytes)
-                    .map_err(|e| StoreError::Log(LogError::Corrupt(e)))?;
-                let info = log.append(&batches, now)?;
-                last = info.last_offset + 1;
-                generation = info.generation;
-            }
-            (start, last, generation)
-        };
-        drop(state);
-        self.sync(last, generation)?;
-        let mut log = self.partition.lock();
-        let before = log.size_bytes();
-        log.delete_records_before(start)?;
-        info!(
-            live = live.len(),
-            bytes_before = before,
-            bytes_after = log.size_bytes(),
-            "{OFFSETS_TOPIC} rewritten to its latest value per key"
-        );
-        Ok(())
     }
 
     /// Applies a settled commit: visible if durable, forgotten otherwise.
@@ -628,7 +561,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn offsets_survive_a_restart_and_a_rewrite_keeps_only_the_latest_values() {
+    async fn offsets_survive_a_restart_and_compaction_keeps_only_the_latest_values() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (offsets, _topics) = open(dir.path());
@@ -648,15 +581,33 @@ mod tests {
                 .durable()
                 .await
                 .expect("durable");
-            let before = offsets.partition.lock().log_end_offset();
-            offsets.rewrite().expect("rewrite");
-            let log = offsets.partition.lock();
-            assert_eq!(log.log_start_offset(), before, "older segments are gone");
-            assert_eq!(
-                log.log_end_offset() - log.log_start_offset(),
-                4,
-                "one record per live key"
-            );
+            offsets.forget_deleted_groups();
+            assert!(!offsets.has_offsets("gone"));
+            // Seal everything and compact: one record per live key stays.
+            {
+                let mut log = offsets.partition.lock();
+                assert!(
+                    log.config().cleanup.compacts(),
+                    "{OFFSETS_TOPIC} is compacted"
+                );
+                log.roll(crate::log::now_ms()).expect("roll");
+                let target = log.sync_target();
+                target.run().expect("fsync");
+                log.complete_sync(&target);
+            }
+            let limits = crate::log::compaction::CleanerLimits::default();
+            offsets
+                .partition
+                .clean(&limits, crate::log::now_ms(), true, None)
+                .expect("clean")
+                .expect("a pass ran");
+            let read = offsets.partition.read(0, 1 << 20).expect("read");
+            let records: usize = records::decode_batches(&read.bytes)
+                .into_iter()
+                .map(|b| b.records.map(|r| r.len()).unwrap_or(0))
+                .sum();
+            // 4 live keys and the deletion's tombstone (kept delete.retention.ms).
+            assert_eq!(records, 5, "one record per key");
         }
         let (offsets, _topics) = open(dir.path());
         let mut got: Vec<(i32, i64)> = offsets

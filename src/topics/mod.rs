@@ -168,6 +168,21 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// The configs of tern's internal topics: compacted, never deleted by retention, stored
+/// exactly as written, rolled at 8 MiB so that the cleaner reaches old commits soon.
+fn internal_configs() -> BTreeMap<String, String> {
+    [
+        ("cleanup.policy", "compact"),
+        ("compression.type", "producer"),
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", "8388608"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// tern's own topics (`__consumer_offsets`): clients may read them, never write them.
 pub fn is_internal(name: &str) -> bool {
     name.starts_with("__")
@@ -306,19 +321,35 @@ impl Topics {
         self.create_unchecked(name, partitions, configs)
     }
 
-    /// Creates one of tern's internal topics (`__consumer_offsets`): one partition, kept
-    /// until tern itself removes records, stored exactly as written.
+    /// Creates one of tern's internal topics (`__consumer_offsets`): one partition,
+    /// compacted (the latest value of every key stays), stored exactly as written.
     pub fn create_internal(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        let configs = [
-            ("compression.type", "producer"),
-            ("retention.ms", "-1"),
-            ("retention.bytes", "-1"),
-            ("segment.bytes", "8388608"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        self.create_unchecked(name, 1, configs)
+        self.create_unchecked(name, 1, internal_configs())
+    }
+
+    /// Brings an internal topic created by an older tern to today's configs (before log
+    /// compaction existed, `__consumer_offsets` was not compacted). Returns whether it did.
+    pub fn upgrade_internal(&self, name: &str) -> Result<bool, TopicError> {
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let mut next = topic.overrides();
+        let before = next.clone();
+        next.extend(internal_configs());
+        if next == before {
+            return Ok(false);
+        }
+        let log_config = self.defaults.log_config(&next);
+        *topic.overrides.write().unwrap_or_else(|p| p.into_inner()) = next;
+        for partition in topic.partitions() {
+            partition.lock().set_config(log_config.clone());
+        }
+        topic.save()?;
+        info!(
+            topic = name,
+            "internal topic configs upgraded (now compacted)"
+        );
+        Ok(true)
     }
 
     /// Creates the topic's files without holding the registry lock (the fsyncs of a
