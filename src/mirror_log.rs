@@ -154,7 +154,9 @@ impl MirrorLog for MirrorPort {
         batches: &[u8],
     ) -> Result<Appended, PortError> {
         let log = self.partition(topic, partition)?;
-        let split = batch::split_batches(batches).map_err(|e| PortError::Refused(e.to_string()))?;
+        // The edge's batches as it stores them: compaction may have thinned them.
+        let split =
+            batch::split_stored_batches(batches).map_err(|e| PortError::Refused(e.to_string()))?;
         let outcome = tokio::task::block_in_place(|| log.append_mirrored(&split, now_ms()))
             .map_err(from_log)?;
         self.broker

@@ -114,8 +114,9 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
     while total > budget {
         // The oldest sealed segment anywhere (smallest newest-record timestamp) — among
         // those the hub already holds first, so an edge under pressure deletes what is
-        // safe at the datacenter before what is not.
-        let candidates: Vec<(bool, i64, &Arc<Partition>)> = partitions
+        // safe at the datacenter before what is not; compacted topics (the latest state
+        // of every key) only when nothing else is left.
+        let candidates: Vec<(bool, bool, i64, &Arc<Partition>)> = partitions
             .iter()
             .filter_map(|p| {
                 let log = p.lock();
@@ -125,15 +126,14 @@ fn enforce_budget(broker: &Broker, partitions: &[Arc<Partition>], budget: u64) {
                     && crate::sink_log::forwarded_ends(broker, &p.topic, p.index, false)
                         .iter()
                         .all(|(_, forwarded)| forwarded.is_some_and(|f| f >= end));
-                Some((mirrored, ts.unwrap_or(i64::MIN), p))
+                let compacted = log.config().cleanup.compacts();
+                Some((mirrored, compacted, ts.unwrap_or(i64::MIN), p))
             })
             .collect();
         let victim = candidates
             .iter()
-            .filter(|(mirrored, _, _)| *mirrored)
-            .min_by_key(|(_, ts, _)| *ts)
-            .or_else(|| candidates.iter().min_by_key(|(_, ts, _)| *ts))
-            .map(|&(mirrored, ts, p)| (ts, mirrored, p));
+            .min_by_key(|(mirrored, compacted, ts, _)| (*compacted, !*mirrored, *ts))
+            .map(|&(mirrored, _, ts, p)| (ts, mirrored, p));
         let Some((_, _, partition)) = victim else {
             // Only active segments remain: seal the largest so the next round can evict it.
             let largest = partitions.iter().max_by_key(|p| p.lock().size_bytes());

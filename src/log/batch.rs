@@ -240,6 +240,16 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
 /// A producer must send whole batches; anything left over is an error, not something to
 /// store (Kafka answers CORRUPT_MESSAGE).
 pub fn split_batches(records: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, BatchError> {
+    split(records, true)
+}
+
+/// Splits batches as stored or mirrored: log compaction may have thinned them, so a batch
+/// may hold fewer records than its offsets span (none at all for a kept, emptied batch).
+pub fn split_stored_batches(records: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, BatchError> {
+    split(records, false)
+}
+
+fn split(records: &[u8], produced: bool) -> Result<Vec<(BatchHeader, &[u8])>, BatchError> {
     let mut out = Vec::new();
     let mut rest = records;
     while !rest.is_empty() {
@@ -253,7 +263,13 @@ pub fn split_batches(records: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, BatchE
         }
         let (batch, tail) = rest.split_at(len);
         let header = validate(batch)?;
-        if header.record_count != header.last_offset_delta.saturating_add(1) {
+        let span = header.last_offset_delta.saturating_add(1);
+        let count_fits = if produced {
+            header.record_count == span
+        } else {
+            (0..=span).contains(&header.record_count)
+        };
+        if !count_fits {
             return Err(BatchError::BadRecordCount {
                 count: header.record_count,
                 delta: header.last_offset_delta,

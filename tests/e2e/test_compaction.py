@@ -250,3 +250,22 @@ def test_a_million_updates_of_a_thousand_keys_shrink_to_the_keys(tern_factory):
     assert {k for _, k, _ in records} == {b"meter-%04d" % k for k in range(1000)}
     assert all(v == b'{"kwh":%d}' % o for o, _, v in records), "each key keeps its last value"
     assert after < 200_000, f"{after} bytes for 1,000 keys"
+
+
+def test_a_compacted_topic_mirrors_to_the_hub_with_its_gaps(tmp_path):
+    """Compaction on the edge while the hub is away: the hub copies the compacted log,
+    offsets and gaps included (the same records at the same offsets as the edge)."""
+    from mirror_site import caught_up, mirror_pair
+
+    with mirror_pair(tmp_path, extra=FAST) as (_, hub, edge):
+        hub.stop()
+        create(edge.bootstrap, "door-state", COMPACTED)
+        written = []
+        for rnd in range(10):
+            batch = [(f"lock-{k}".encode(), f"{rnd}-{k}".encode()) for k in range(20)]
+            written += list(zip(produce(edge.bootstrap, "door-state", batch), *zip(*batch)))
+        expected = sorted((o, k, v) for k, (o, v) in latest(written).items())
+        wait_for(lambda: read_all(edge.bootstrap, "door-state") == expected, what="compaction on the edge")
+        hub.start()
+        wait_for(lambda: caught_up(edge, hub, "gw-1", ["door-state"]), timeout=60, what="the hub to catch up")
+        assert read_all(hub.bootstrap, "gw-1.door-state") == expected
