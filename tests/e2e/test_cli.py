@@ -42,8 +42,8 @@ def test_bad_admin_input_gives_clear_errors(tern):
     assert bad.returncode != 0 and "TopicAlreadyExists" in bad.stderr
     bad = tern_cli(tern, "topics", "alter", "twice", "--partitions", "1", check=False)
     assert bad.returncode != 0 and "InvalidPartitions" in bad.stderr
-    bad = tern_cli(tern, "topics", "create", "y", "--config", "cleanup.policy=compact", check=False)
-    assert bad.returncode != 0 and "compaction" in bad.stderr
+    bad = tern_cli(tern, "topics", "create", "y", "--config", "cleanup.policy=compacted", check=False)
+    assert bad.returncode != 0 and "cleanup.policy" in bad.stderr and "compact,delete" in bad.stderr
 
 
 def test_produce_consume_and_offsets(tern):

@@ -227,6 +227,7 @@ impl Partition {
         let Some((plan, trigger)) = self.lock().cleaning_plan(now_ms, force) else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         let report = cleaner::run(&plan, limits, stop_at, |group| {
             self.lock().install_cleaned(group, stop_at)
         })?;
@@ -238,7 +239,8 @@ impl Partition {
             keys = report.keys, segments = report.segments_read, swapped = report.groups_swapped,
             removed = report.records_removed, tombstones = report.tombstones_removed,
             bytes_before = report.bytes_before, bytes_after = report.bytes_after,
-            clean_up_to = report.map_end, "log cleaned");
+            clean_up_to = report.map_end, elapsed_ms = started.elapsed().as_millis() as u64,
+            "log cleaned");
         Ok(Some(report))
     }
 }
