@@ -119,12 +119,18 @@ impl Throttle {
     }
 }
 
+/// What a visitor of [`batches`] wants next.
+enum Next {
+    Continue,
+    Stop,
+}
+
 /// Reads the batches of a sealed segment one by one (CRC checked).
 fn batches(
     plan: &CleaningPlan,
     segment: &SegmentSnapshot,
     throttle: &mut Throttle,
-    mut visit: impl FnMut(&BatchHeader, &[u8]) -> Result<(), CleanError>,
+    mut visit: impl FnMut(&BatchHeader, &[u8]) -> Result<Next, CleanError>,
 ) -> Result<(), CleanError> {
     let unreadable = |reason: String| CleanError::Unreadable {
         dir: plan.dir.display().to_string(),
@@ -148,10 +154,35 @@ fn batches(
             .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
         batch::validate(&bytes).map_err(|e| unreadable(format!("byte {position}: {e}")))?;
         throttle.account(bytes.len() as u64);
-        visit(&header, &bytes)?;
+        if let Next::Stop = visit(&header, &bytes)? {
+            break;
+        }
         position += bytes.len() as u64;
     }
     Ok(())
+}
+
+/// The batch headers of a sealed segment (61 bytes read per batch).
+fn headers(plan: &CleaningPlan, segment: &SegmentSnapshot) -> Result<Vec<BatchHeader>, CleanError> {
+    let unreadable = |reason: String| CleanError::Unreadable {
+        dir: plan.dir.display().to_string(),
+        base: segment.base,
+        reason,
+    };
+    let mut out = Vec::new();
+    let mut position = 0u64;
+    let mut header_bytes = [0u8; HEADER_LEN];
+    while position < segment.size {
+        segment
+            .file
+            .read_exact_at(&mut header_bytes, position)
+            .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
+        let header = BatchHeader::parse(&header_bytes)
+            .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
+        position += header.total_len() as u64;
+        out.push(header);
+    }
+    Ok(out)
 }
 
 /// Builds the key map over `[first_dirty, cleanable_end)`. Returns the map and where it
@@ -170,8 +201,8 @@ fn build_key_map(
         }
         let mut full = false;
         batches(plan, segment, throttle, |header, bytes| {
-            if full || header.is_control() || header.next_offset() <= plan.first_dirty {
-                return Ok(());
+            if header.is_control() || header.next_offset() <= plan.first_dirty {
+                return Ok(Next::Continue);
             }
             // Records that cannot be read are kept as they are: they do not enter the map.
             let _ = thin::for_each_record(bytes, header, |offset, record| {
@@ -186,7 +217,7 @@ fn build_key_map(
                     map_end = offset;
                 }
             });
-            Ok(())
+            Ok(if full { Next::Stop } else { Next::Continue })
         })?;
         if full {
             break;
@@ -334,12 +365,11 @@ pub fn run(
     // The last batch of each idempotent producer among the segments to rewrite.
     let mut producers_last_batch = HashMap::new();
     for segment in groups.iter().flatten() {
-        batches(plan, segment, &mut throttle, |header, _| {
+        for header in headers(plan, segment)? {
             if header.producer_id >= 0 {
                 producers_last_batch.insert(header.producer_id, header.base_offset);
             }
-            Ok(())
-        })?;
+        }
     }
     let retention = Retention {
         map: &map,
@@ -399,12 +429,10 @@ fn rewrite_group(
         let mut changes = false;
         let mut scratch = PassReport::default();
         batches(plan, &group[0], throttle, |header, bytes| {
-            if !changes {
-                let last = header.next_offset() >= group_end;
-                let kept = thin_batch(retention, header, bytes, last, &mut scratch)?;
-                changes = kept.as_deref() != Some(bytes);
-            }
-            Ok(())
+            let last = header.next_offset() >= group_end;
+            let kept = thin_batch(retention, header, bytes, last, &mut scratch)?;
+            changes = kept.as_deref() != Some(bytes);
+            Ok(if changes { Next::Stop } else { Next::Continue })
         })?;
         if !changes {
             // Left as it is, but its tombstones still decide when a pass is due.
@@ -436,7 +464,7 @@ fn rewrite_group(
                     .map_err(io)?;
                 written += kept.len() as u64;
             }
-            Ok(())
+            Ok(Next::Continue)
         })?;
     }
     throttle.account(written);
