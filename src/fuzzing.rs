@@ -165,7 +165,7 @@ pub fn record_batches(records: &[u8]) {
             let mut n = 0u32;
             if let Ok(Thinned::Rewritten(thinned)) = thin::thin(bytes, &header, |_, _| {
                 n += 1;
-                n % 2 == 0
+                n.is_multiple_of(2)
             }) {
                 let rebuilt = batch::validate(&thinned).expect("a thinned batch is valid");
                 let rules = crate::log::record_check::Rules::stored(rebuilt.last_offset_delta);
