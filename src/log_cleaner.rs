@@ -27,23 +27,23 @@ fn limits(broker: &Broker) -> CleanerLimits {
 }
 
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let abort_at = std::env::var(ABORT_AT_ENV)
-        .ok()
-        .and_then(|s| Step::parse(&s));
-    if abort_at.is_some() {
-        warn!(step = ?abort_at, "{ABORT_AT_ENV} is set: the process aborts at that cleaner step");
+    if let Some(step) = abort_at() {
+        warn!(
+            ?step,
+            "{ABORT_AT_ENV} is set: the process aborts at that cleaner step"
+        );
     }
     let period = Duration::from_millis(broker.config.storage.cleaner_interval_ms);
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let broker = Arc::clone(&broker);
-        let _ = tokio::task::spawn_blocking(move || clean_all(&broker, abort_at, false)).await;
-    }
+    crate::retention::every(period, broker, shutdown, |b| {
+        clean_all(b, abort_at(), false)
+    })
+    .await
+}
+
+fn abort_at() -> Option<Step> {
+    std::env::var(ABORT_AT_ENV)
+        .ok()
+        .and_then(|s| Step::parse(&s))
 }
 
 /// One round over every compacted partition (`force`: clean even below the dirty ratio).

@@ -23,7 +23,7 @@ pub async fn run_reopener(broker: Arc<Broker>, shutdown: CancellationToken) {
 }
 
 /// Runs `pass` on a blocking thread every `period` until `shutdown` fires.
-async fn every(
+pub(crate) async fn every(
     period: Duration,
     broker: Arc<Broker>,
     shutdown: CancellationToken,

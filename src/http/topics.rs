@@ -20,18 +20,7 @@ pub struct PartitionView {
     pub segments: usize,
     /// Compacted topics: the cleaner's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cleaner: Option<CleanerView>,
-}
-
-#[derive(Serialize)]
-pub struct CleanerView {
-    pub dirty_ratio: f64,
-    pub dirty_bytes: u64,
-    pub clean_bytes: u64,
-    /// When a pass last changed the log (since start); `None`: not yet.
-    pub last_clean_ms: Option<i64>,
-    pub bytes_reclaimed: u64,
-    pub passes: u64,
+    pub cleaner: Option<crate::log::CleanerStats>,
 }
 
 #[derive(Serialize)]
@@ -61,17 +50,11 @@ pub fn view(topic: &Topic, details: bool) -> TopicView {
                 log_end: log.high_watermark(),
                 bytes: log.size_bytes(),
                 segments: log.segment_count(),
-                cleaner: log.config().cleanup.compacts().then(|| {
-                    let s = log.cleaner_stats(crate::log::now_ms());
-                    CleanerView {
-                        dirty_ratio: s.dirty_ratio,
-                        dirty_bytes: s.dirty_bytes,
-                        clean_bytes: s.clean_bytes,
-                        last_clean_ms: s.last_clean_ms,
-                        bytes_reclaimed: s.bytes_reclaimed,
-                        passes: s.passes,
-                    }
-                }),
+                cleaner: log
+                    .config()
+                    .cleanup
+                    .compacts()
+                    .then(|| log.cleaner_stats(crate::log::now_ms())),
             }
         })
         .collect();

@@ -125,3 +125,23 @@ def verify(placed: dict, got: dict, order: dict, snapshot_every: int, tag: str):
     for partition, offsets in order.items():
         assert offsets == sorted(offsets), f"partition {partition} delivered out of order"
         assert len(offsets) == len(set(offsets)), f"partition {partition} delivered duplicates"
+
+
+def consume_to_end(consumer, timeout: float = 30.0, missing_topic_ok: bool = False) -> list:
+    """The messages a librdkafka consumer (with enable.partition.eof) delivers until it
+    reaches the end of its one partition; any other consumer error fails the test."""
+    from confluent_kafka import KafkaError
+
+    out, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                return out
+            if missing_topic_ok and msg.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return out
+            raise AssertionError(f"consumer error: {msg.error()}")
+        out.append(msg)
+    raise AssertionError(f"no end of partition within {timeout} s; read {len(out)}")

@@ -12,6 +12,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from clients import consume_to_end
 from harness import TERN_BIN
 
 # Cleaner and idle-segment checks every 200 ms, no disk-rate limit.
@@ -63,21 +64,10 @@ def read_all(bootstrap, topic, start=OFFSET_BEGINNING, group="compaction-reader"
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.partition.eof": True,
                   "enable.auto.commit": False, "auto.offset.reset": "error"})
     c.assign([TopicPartition(topic, 0, start)])
-    out = []
-    deadline = time.time() + 30
     try:
-        while time.time() < deadline:
-            msg = c.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    return out
-                raise AssertionError(f"consumer error: {msg.error()}")
-            out.append((msg.offset(), msg.key(), msg.value()))
+        return [(m.offset(), m.key(), m.value()) for m in consume_to_end(c)]
     finally:
         c.close()
-    raise AssertionError(f"no end of partition within 30 s; read {len(out)}")
 
 
 def metric(tern, name, topic):
@@ -128,17 +118,7 @@ def test_librdkafka_and_kcat_read_a_compacted_topic(tern_factory):
     c = Consumer({"bootstrap.servers": tern.bootstrap, "group.id": "in-the-gap",
                   "auto.offset.reset": "error", "enable.partition.eof": True})
     c.subscribe(["door-state"])
-    got = []
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        msg = c.poll(1.0)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                break
-            raise AssertionError(f"consumer error: {msg.error()}")
-        got.append((msg.offset(), msg.key(), msg.value()))
+    got = [(m.offset(), m.key(), m.value()) for m in consume_to_end(c)]
     c.close()
     assert got == expected
 

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
 
+from clients import consume_to_end
 from harness import ROOT
 
 APPS = pathlib.Path(__file__).parent / "stream_apps"
@@ -55,18 +56,9 @@ def latest_values(bootstrap, topic):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "stream-checker",
                   "enable.partition.eof": True, "enable.auto.commit": False})
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    out, deadline = {}, time.time() + 30
+    out = {}
     try:
-        while time.time() < deadline:
-            msg = c.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    return out
-                if msg.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    return {}
-                raise AssertionError(msg.error())
+        for msg in consume_to_end(c, missing_topic_ok=True):
             key = msg.key().decode()
             try:
                 key = json.loads(key)

@@ -125,6 +125,33 @@ enum Next {
     Stop,
 }
 
+fn unreadable(
+    plan: &CleaningPlan,
+    segment: &SegmentSnapshot,
+    position: u64,
+    why: impl std::fmt::Display,
+) -> CleanError {
+    CleanError::Unreadable {
+        dir: plan.dir.display().to_string(),
+        base: segment.base,
+        reason: format!("byte {position}: {why}"),
+    }
+}
+
+/// The header of the batch at `position` of a sealed segment.
+fn header_at(
+    plan: &CleaningPlan,
+    segment: &SegmentSnapshot,
+    position: u64,
+) -> Result<BatchHeader, CleanError> {
+    let mut bytes = [0u8; HEADER_LEN];
+    segment
+        .file
+        .read_exact_at(&mut bytes, position)
+        .map_err(|e| unreadable(plan, segment, position, e))?;
+    BatchHeader::parse(&bytes).map_err(|e| unreadable(plan, segment, position, e))
+}
+
 /// Reads the batches of a sealed segment one by one (CRC checked).
 fn batches(
     plan: &CleaningPlan,
@@ -132,27 +159,16 @@ fn batches(
     throttle: &mut Throttle,
     mut visit: impl FnMut(&BatchHeader, &[u8]) -> Result<Next, CleanError>,
 ) -> Result<(), CleanError> {
-    let unreadable = |reason: String| CleanError::Unreadable {
-        dir: plan.dir.display().to_string(),
-        base: segment.base,
-        reason,
-    };
     let mut position = 0u64;
-    let mut header_bytes = [0u8; HEADER_LEN];
     let mut bytes = Vec::new();
     while position < segment.size {
-        segment
-            .file
-            .read_exact_at(&mut header_bytes, position)
-            .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
-        let header = BatchHeader::parse(&header_bytes)
-            .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
+        let header = header_at(plan, segment, position)?;
         bytes.resize(header.total_len(), 0);
         segment
             .file
             .read_exact_at(&mut bytes, position)
-            .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
-        batch::validate(&bytes).map_err(|e| unreadable(format!("byte {position}: {e}")))?;
+            .map_err(|e| unreadable(plan, segment, position, e))?;
+        batch::validate(&bytes).map_err(|e| unreadable(plan, segment, position, e))?;
         throttle.account(bytes.len() as u64);
         if let Next::Stop = visit(&header, &bytes)? {
             break;
@@ -164,21 +180,10 @@ fn batches(
 
 /// The batch headers of a sealed segment (61 bytes read per batch).
 fn headers(plan: &CleaningPlan, segment: &SegmentSnapshot) -> Result<Vec<BatchHeader>, CleanError> {
-    let unreadable = |reason: String| CleanError::Unreadable {
-        dir: plan.dir.display().to_string(),
-        base: segment.base,
-        reason,
-    };
     let mut out = Vec::new();
     let mut position = 0u64;
-    let mut header_bytes = [0u8; HEADER_LEN];
     while position < segment.size {
-        segment
-            .file
-            .read_exact_at(&mut header_bytes, position)
-            .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
-        let header = BatchHeader::parse(&header_bytes)
-            .map_err(|e| unreadable(format!("byte {position}: {e}")))?;
+        let header = header_at(plan, segment, position)?;
         position += header.total_len() as u64;
         out.push(header);
     }

@@ -15,8 +15,8 @@ use crate::log::compaction::swap::{self, Step};
 use crate::log::compaction::CleanerLimits;
 use crate::log::LogError;
 
-/// What the cleaner knows of one partition.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+/// What the cleaner knows of one partition (also what `/v1/topics/{topic}` shows).
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct CleanerStats {
     /// Dirty bytes / cleanable bytes (0 when nothing is cleanable).
     pub dirty_ratio: f64,
@@ -27,6 +27,7 @@ pub struct CleanerStats {
     pub bytes_reclaimed: u64,
     pub passes: u64,
     /// When a tombstone the last pass kept expires (unknown after a restart until a pass).
+    #[serde(skip)]
     pub next_tombstone_expiry: Option<i64>,
 }
 
