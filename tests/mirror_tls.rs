@@ -148,8 +148,20 @@ async fn hello_connection(
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| tls::explain(&e))?;
+    // The hub may refuse the certificate after the client's side of the handshake is
+    // done: whichever step notices first, the reason is the connection's close reason.
+    let closed = |fallback: String| match connection.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            String::from_utf8_lossy(&c.reason).to_string()
+        }
+        Some(other) => tls::explain(&other),
+        None => fallback,
+    };
     let exchange = async {
-        let (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| closed(e.to_string()))?;
         let mut writer = FramedWrite::new(send, codec());
         let hello = Frame::Hello {
             edge: edge.into(),
@@ -157,7 +169,10 @@ async fn hello_connection(
         }
         .encode()
         .map_err(|e| e.to_string())?;
-        writer.send(hello).await.map_err(|e| e.to_string())?;
+        writer
+            .send(hello)
+            .await
+            .map_err(|e| closed(e.to_string()))?;
         let mut reader = FramedRead::new(recv, codec());
         match reader.next().await {
             Some(Ok(b)) => match Frame::decode(Bytes::from(b.to_vec())) {
@@ -171,13 +186,7 @@ async fn hello_connection(
                 }
                 other => Err(format!("{other:?}")),
             },
-            _ => Err(match connection.close_reason() {
-                Some(quinn::ConnectionError::ApplicationClosed(c)) => {
-                    String::from_utf8_lossy(&c.reason).to_string()
-                }
-                Some(other) => tls::explain(&other),
-                None => "stream closed".into(),
-            }),
+            _ => Err(closed("stream closed".into())),
         }
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
