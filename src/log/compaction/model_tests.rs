@@ -374,3 +374,51 @@ fn keyless_records_are_refused_by_a_compacted_topic() {
     let err = h.partition.append(&batches, START).expect_err("refused");
     assert!(err.to_string().contains("without a key"), "{err}");
 }
+
+#[test]
+fn an_idempotent_producers_last_batch_survives_compaction_and_restart() {
+    let mut h = Harness::new(4 << 20);
+    // Producer 7 writes key lock-1 three times (sequences 0, 1, 2), then others overwrite it.
+    let idempotent = |seq: i32, value: &str| {
+        let mut record = plain_record(
+            0,
+            START,
+            Some(Bytes::from("lock-1")),
+            Some(Bytes::from(value.to_string())),
+            IndexMap::new(),
+        );
+        record.producer_id = 7;
+        record.producer_epoch = 0;
+        record.sequence = seq;
+        encode_records(&[record]).expect("encode")
+    };
+    let sent: Vec<Bytes> = (0..3).map(|s| idempotent(s, &format!("v{s}"))).collect();
+    for bytes in &sent {
+        let batches = batch::split_batches(bytes).expect("split");
+        h.partition.append(&batches, h.now).expect("append");
+        sync(&h.partition);
+    }
+    h.append(&[(1, false)]); // key lock-1 again, from a plain producer: supersedes all three
+    h.roll();
+    let end = h.clean();
+    assert!(end > 3);
+    // Producer 7's last batch stays as a bare header, so its sequence state survives a
+    // restart: a retry of sequence 2 is still recognised and answered with its offset.
+    h.reopen();
+    let batches = batch::split_batches(&sent[2]).expect("split");
+    let retry = h
+        .partition
+        .append(&batches, h.now)
+        .expect("a retry is a duplicate");
+    assert_eq!(
+        (retry.base_offset, retry.records),
+        (2, 0),
+        "answered with the original offset, not written"
+    );
+    // And the next sequence is taken.
+    let next = idempotent(3, "v3");
+    let batches = batch::split_batches(&next).expect("split");
+    h.partition
+        .append(&batches, h.now)
+        .expect("the next sequence");
+}
