@@ -207,7 +207,13 @@ impl<L: MirrorLog> EdgeLink<L> {
         }
         .encode()
         .map_err(|e| e.to_string())?;
-        writer.send(hello).await.map_err(|e| e.to_string())?;
+        // A hub that refuses our certificate closes the connection after our side of the
+        // handshake is done: the send may be what notices; say why the hub closed it.
+        writer.send(hello).await.map_err(|e| {
+            connection
+                .close_reason()
+                .map_or_else(|| e.to_string(), |why| refused_or(&why))
+        })?;
         let mut reader = FramedRead::new(recv, codec());
         let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await;
         match answer {
