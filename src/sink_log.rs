@@ -37,6 +37,60 @@ impl TernSinkLog {
     }
 }
 
+/// Batches a compacted log thinned (fewer records than offsets) as a producer would send
+/// them, which is all a Kafka broker accepts: the records renumbered from the batch's base
+/// offset, then a record-less control batch over the rest of its offsets, which the sink
+/// steps over without sending (it never forwards control batches). Other batches are
+/// passed through untouched (and nothing is copied when none is thinned).
+fn as_a_producer_sends(bytes: Vec<u8>) -> Vec<u8> {
+    use crate::log::batch::{self, BatchHeader};
+    use crate::log::compaction::thin;
+    let thinned = |h: &BatchHeader| !h.is_control() && h.record_count != h.last_offset_delta + 1;
+    let mut headers = Vec::new();
+    let mut rest = &bytes[..];
+    while let Ok(h) = BatchHeader::parse(rest) {
+        if h.total_len() > rest.len() {
+            break;
+        }
+        headers.push(h);
+        rest = &rest[h.total_len()..];
+    }
+    if !headers.iter().any(thinned) {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for h in headers {
+        let stored = &bytes[at..at + h.total_len()];
+        at += h.total_len();
+        if !thinned(&h) {
+            out.extend_from_slice(stored);
+            continue;
+        }
+        let dense = if h.record_count > 0 {
+            thin::renumbered(stored, &h).ok()
+        } else {
+            None
+        };
+        let filler_from = match dense {
+            Some((dense, next)) => {
+                out.extend_from_slice(&dense);
+                next
+            }
+            None if h.record_count == 0 => h.base_offset,
+            // Unreadable records: passed on as stored; the cluster's refusal is reported.
+            None => {
+                out.extend_from_slice(stored);
+                continue;
+            }
+        };
+        if let Ok(filler) = batch::control_filler(stored, filler_from, h.next_offset()) {
+            out.extend_from_slice(&filler);
+        }
+    }
+    out
+}
+
 fn unavailable(e: impl ToString) -> PortError {
     PortError::Unavailable(e.to_string())
 }
@@ -65,7 +119,7 @@ impl SinkLog for TernSinkLog {
     ) -> Result<Bytes, PortError> {
         let log = self.partition(topic, partition)?;
         match tokio::task::block_in_place(|| log.read(offset, max_bytes)) {
-            Ok(read) => Ok(Bytes::from(read.bytes)),
+            Ok(read) => Ok(Bytes::from(as_a_producer_sends(read.bytes))),
             Err(LogError::OffsetOutOfRange { start, .. }) if offset < start => {
                 Err(PortError::OutOfRange { offset, start })
             }

@@ -230,6 +230,30 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Sets the last offset delta (and the CRC, which covers it).
+pub fn set_last_offset_delta(batch: &mut [u8], delta: i32) {
+    batch[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4].copy_from_slice(&delta.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A record-less batch marked as a control batch spanning `[base_offset, next_offset)`,
+/// built from `batch`'s header: what a reader that skips control batches steps over.
+pub fn control_filler(
+    batch: &[u8],
+    base_offset: i64,
+    next_offset: i64,
+) -> Result<Vec<u8>, BatchError> {
+    let mut out = with_records(batch, &[], 0, Codec::None)?;
+    set_base_offset(&mut out, base_offset);
+    let attributes = be_i16(&out, OFF_ATTRIBUTES) | CONTROL_FLAG;
+    out[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let delta = i32::try_from(next_offset - base_offset - 1)
+        .map_err(|_| BatchError::BadLength(i32::MAX))?;
+    set_last_offset_delta(&mut out, delta.max(0));
+    Ok(out)
+}
+
 /// Stamps the offset the log assigns; the CRC stays valid because it does not cover it.
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());

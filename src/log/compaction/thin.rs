@@ -83,6 +83,67 @@ pub fn thin(
     Ok(Thinned::Rewritten(rebuilt))
 }
 
+/// A thinned batch as a producer would have written it (what a Kafka broker accepts):
+/// its records renumbered 0, 1, 2… from the same base offset, the last offset delta set to
+/// match, same codec and timestamps. Returns the batch and the offset after it.
+pub fn renumbered(batch: &[u8], header: &BatchHeader) -> Result<(Vec<u8>, i64), ThinError> {
+    let plain = section(batch, header)?;
+    let records = record_scan::records(&plain, header.record_count)
+        .map_err(|e| ThinError::Records(e.to_string()))?;
+    let mut out = Vec::with_capacity(plain.len());
+    for (index, record) in records.iter().enumerate() {
+        let body = renumber_record(record.raw, index as i64)
+            .ok_or_else(|| ThinError::Records(format!("record {index} cannot be renumbered")))?;
+        put_varint(&mut out, body.len() as i64);
+        out.extend_from_slice(&body);
+    }
+    let count = records.len() as i32;
+    let mut rebuilt = batch::with_records(batch, &out, count, header.codec())?;
+    batch::set_last_offset_delta(&mut rebuilt, (count - 1).max(0));
+    Ok((rebuilt, header.base_offset + count as i64))
+}
+
+/// The body of a record (`raw` with its length prefix) with offset delta `delta`.
+fn renumber_record(raw: &[u8], delta: i64) -> Option<Vec<u8>> {
+    let mut at = 0;
+    skip_varint(raw, &mut at)?; // length
+    let body_start = at;
+    let attributes = *raw.get(at)?;
+    at += 1;
+    let timestamp_start = at;
+    skip_varint(raw, &mut at)?;
+    let timestamp = raw.get(timestamp_start..at)?;
+    skip_varint(raw, &mut at)?; // the old offset delta
+    let rest = raw.get(at..)?;
+    let mut body = Vec::with_capacity(raw.len() - body_start + 2);
+    body.push(attributes);
+    body.extend_from_slice(timestamp);
+    put_varint(&mut body, delta);
+    body.extend_from_slice(rest);
+    Some(body)
+}
+
+fn skip_varint(bytes: &[u8], at: &mut usize) -> Option<()> {
+    for _ in 0..10 {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        if b & 0x80 == 0 {
+            return Some(());
+        }
+    }
+    None
+}
+
+/// Kafka's zigzag varint.
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 /// The header of `batch` alone, with no records: what Kafka keeps of an emptied batch
 /// that must stay (a producer's last batch, a segment's last batch). It spans the same
 /// offsets, so a reader positioned in the gap moves past it.
@@ -118,6 +179,48 @@ mod tests {
         let offsets: Vec<i64> = decoded.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![0, 3, 6, 9]);
         assert_eq!(decoded[1].key.as_deref(), Some(&b"key-3"[..]));
+    }
+
+    #[test]
+    fn renumbering_gives_a_batch_a_producer_could_have_sent() {
+        let batch = crate::log::batch::compress_lz4(&make_batch(10, b"payload-payload"))
+            .expect("compress")
+            .expect("smaller");
+        let header = batch::validate(&batch).expect("valid");
+        let Thinned::Rewritten(thinned) =
+            thin(&batch, &header, |offset, _| offset % 3 == 0).expect("thin")
+        else {
+            panic!("some records kept");
+        };
+        let thinned_header = batch::validate(&thinned).expect("valid");
+        let (dense, next) = renumbered(&thinned, &thinned_header).expect("renumber");
+        assert_eq!(next, 4);
+        // It passes a producer's checks: consecutive deltas, count = last delta + 1.
+        let split = batch::split_batches(&dense).expect("a producer's batch");
+        let h = split[0].0;
+        batch::validate_records(
+            &dense,
+            &h,
+            1 << 20,
+            crate::log::record_check::Rules::PRODUCED,
+        )
+        .expect("consecutive records");
+        let decoded = records::decode(&dense).expect("decodes");
+        let keys: Vec<_> = decoded
+            .iter()
+            .map(|r| r.key.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys,
+            ["key-0", "key-3", "key-6", "key-9"].map(bytes::Bytes::from)
+        );
+        assert_eq!(decoded[3].offset, 3);
+        assert_eq!(decoded[3].timestamp, 1_767_225_600_009, "timestamps kept");
+        let filler =
+            batch::control_filler(&thinned, next, thinned_header.next_offset()).expect("filler");
+        let f = batch::validate(&filler).expect("valid filler");
+        assert!(f.is_control());
+        assert_eq!((f.base_offset, f.next_offset(), f.record_count), (4, 10, 0));
     }
 
     #[test]
