@@ -264,7 +264,15 @@ fn run_ops(ops: &[Op], key_map_bytes: usize) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // Failing cases found so far are kept beside this file (model_tests.proptest-regressions)
+    // and replayed first.
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn compaction_keeps_the_latest_value_of_every_key(ops in proptest::collection::vec(op(), 1..60)) {
