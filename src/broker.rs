@@ -12,6 +12,9 @@ use crate::groups::state::GroupLimits;
 use crate::log::{batch, GroupCommit, LogError, Partition};
 use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
+
+/// Produce payloads up to this size are appended on the async worker itself (see `append`).
+const INLINE_APPEND_BYTES: usize = 64 * 1024;
 use crate::topics::{Topic, TopicError, Topics};
 
 /// Where an append landed, and what to wait for before acknowledging it.
@@ -220,8 +223,14 @@ impl Broker {
                 need: batch::HEADER_LEN,
             }));
         }
-        // Appends do file I/O and compression: let the runtime move other tasks away.
-        let info = tokio::task::block_in_place(|| log.append(&batches, now))?;
+        // A small append is a write into the page cache and takes microseconds: done here.
+        // A big one compresses and copies megabytes: the runtime moves other tasks away
+        // first (which costs a thread hand-off, worth it only then).
+        let info = if records.len() <= INLINE_APPEND_BYTES {
+            log.append(&batches, now)?
+        } else {
+            tokio::task::block_in_place(|| log.append(&batches, now))?
+        };
         self.metrics
             .record_produce(topic, info.records, info.stored_bytes);
         let log_start = log.lock().log_start_offset();

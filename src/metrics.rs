@@ -1,7 +1,9 @@
 //! Prometheus metrics (prometheus-client). Counters are bumped on the data path; per-
 //! partition gauges are refreshed from the logs when `/metrics` is scraped.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -17,8 +19,43 @@ fn topic_label(topic: &str) -> Labels {
     vec![("topic".to_string(), topic.to_string())]
 }
 
+/// Handles to labelled series already created, so the data path neither allocates label
+/// vectors nor hashes them per request (a family lookup costs both).
+#[derive(Default)]
+struct SeriesCache {
+    topics_in: RwLock<HashMap<String, (Counter, Counter)>>,
+    topics_out: RwLock<HashMap<String, (Counter, Counter)>>,
+    requests: RwLock<HashMap<&'static str, Histogram>>,
+}
+
+/// The cached pair for `topic`, created from `families` on first use.
+fn topic_series(
+    cache: &RwLock<HashMap<String, (Counter, Counter)>>,
+    families: (&Family<Labels, Counter>, &Family<Labels, Counter>),
+    topic: &str,
+) -> (Counter, Counter) {
+    if let Some(pair) = cache
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(topic)
+    {
+        return pair.clone();
+    }
+    let labels = topic_label(topic);
+    let pair = (
+        families.0.get_or_create(&labels).clone(),
+        families.1.get_or_create(&labels).clone(),
+    );
+    cache
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(topic.to_string(), pair.clone());
+    pair
+}
+
 pub struct Metrics {
     registry: Registry,
+    series: SeriesCache,
     records_in: Family<Labels, Counter>,
     bytes_in: Family<Labels, Counter>,
     records_out: Family<Labels, Counter>,
@@ -62,6 +99,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tern");
         let m = Metrics {
+            series: SeriesCache::default(),
             records_in: Family::default(),
             bytes_in: Family::default(),
             records_out: Family::default(),
@@ -276,23 +314,40 @@ impl Metrics {
     }
 
     pub fn record_produce(&self, topic: &str, records: u64, bytes: u64) {
-        let labels = topic_label(topic);
-        self.records_in.get_or_create(&labels).inc_by(records);
-        self.bytes_in.get_or_create(&labels).inc_by(bytes);
+        let families = (&self.records_in, &self.bytes_in);
+        let (r, b) = topic_series(&self.series.topics_in, families, topic);
+        r.inc_by(records);
+        b.inc_by(bytes);
     }
 
     pub fn record_fetch(&self, topic: &str, records: u64, bytes: u64) {
-        let labels = topic_label(topic);
-        self.records_out.get_or_create(&labels).inc_by(records);
-        self.bytes_out.get_or_create(&labels).inc_by(bytes);
+        let families = (&self.records_out, &self.bytes_out);
+        let (r, b) = topic_series(&self.series.topics_out, families, topic);
+        r.inc_by(records);
+        b.inc_by(bytes);
     }
 
     pub fn observe_request(&self, api: &'static str, elapsed: Duration, failed: bool) {
-        let labels = vec![("api".to_string(), api.to_string())];
-        self.request_seconds
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        let cached = self
+            .series
+            .requests
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(api)
+            .cloned();
+        let histogram = cached.unwrap_or_else(|| {
+            let labels = vec![("api".to_string(), api.to_string())];
+            let histogram = self.request_seconds.get_or_create(&labels).clone();
+            self.series
+                .requests
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(api, histogram.clone());
+            histogram
+        });
+        histogram.observe(elapsed.as_secs_f64());
         if failed {
+            let labels = vec![("api".to_string(), api.to_string())];
             self.request_errors.get_or_create(&labels).inc();
         }
     }

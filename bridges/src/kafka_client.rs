@@ -110,7 +110,9 @@ pub enum ClientError {
 
 /// One connection to one broker, with the API versions it announced.
 pub struct KafkaClient {
-    stream: Box<dyn Io>,
+    /// Reads are buffered (a response's size and body in one read); writes go straight
+    /// through, one whole request per write.
+    stream: tokio::io::BufReader<Box<dyn Io>>,
     correlation_id: i32,
     versions: HashMap<i16, (i16, i16)>,
     client_id: StrBytes,
@@ -166,7 +168,7 @@ impl KafkaClient {
             }
         };
         let mut client = KafkaClient {
-            stream,
+            stream: tokio::io::BufReader::with_capacity(8 * 1024, stream),
             correlation_id: 0,
             versions: HashMap::new(),
             client_id: StrBytes::from_string(client_id.to_string()),

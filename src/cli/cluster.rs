@@ -82,6 +82,11 @@ impl Cluster {
         self.node(controller).await
     }
 
+    /// Host:port of every broker the metadata named, by node id.
+    pub fn broker_addresses(&self) -> HashMap<i32, String> {
+        self.brokers.clone()
+    }
+
     /// Partitions of `topic` with their leaders, or the topic's error.
     pub fn partitions(&self, topic: &str) -> Result<Vec<(i32, i32)>, ClientError> {
         let t = self

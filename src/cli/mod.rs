@@ -1,6 +1,7 @@
 //! The client side of the `tern` binary: commands that speak the Kafka protocol to tern or
 //! to any Kafka cluster (`--bootstrap-server`, default 127.0.0.1:9092).
 
+pub mod bench;
 pub mod cluster;
 pub mod consume;
 pub mod delete_records;
@@ -175,7 +176,7 @@ pub struct OffsetsArgs {
     pub time: String,
 }
 
-fn parse_acks(text: &str) -> Result<i16, ClientError> {
+pub(crate) fn parse_acks(text: &str) -> Result<i16, ClientError> {
     match text {
         "all" | "-1" => Ok(-1),
         "1" => Ok(1),

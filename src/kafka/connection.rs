@@ -33,6 +33,9 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// `connection.failed.authentication.delay.ms`): slows password guessing.
 const FAILED_AUTH_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// A connection's read buffer.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Smallest valid request: api key, api version, correlation id.
 const MIN_REQUEST_BYTES: usize = 8;
 
@@ -60,6 +63,13 @@ enum Outgoing {
     Waiting {
         header: BytesMut,
         task: JoinHandle<api::Body>,
+    },
+    /// Work under way elsewhere (a produce waiting for group commit): awaited in place.
+    Awaiting {
+        header: BytesMut,
+        future: std::pin::Pin<Box<dyn std::future::Future<Output = api::Body> + Send>>,
+        api: &'static str,
+        started: Instant,
     },
 }
 
@@ -148,9 +158,14 @@ pub(crate) async fn serve_stream<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // Buffered: a small request's size prefix and body (and any pipelined requests behind
+    // it) arrive in one read instead of two or three. Large bodies bypass the buffer.
+    let reader = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     {
         let (tx, rx) = mpsc::channel(broker.config.kafka.max_in_flight_requests);
-        let writer_task = tokio::spawn(write_responses(writer, rx).in_current_span());
+        let writer_task = tokio::spawn(
+            write_responses(writer, rx, Arc::clone(&broker.metrics)).in_current_span(),
+        );
         let outcome = read_requests(
             broker,
             listener,
@@ -394,6 +409,12 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     body,
                 }
             }
+            Reply::Awaiting(future) => Outgoing::Awaiting {
+                header: response_header,
+                future,
+                api: api_name,
+                started,
+            },
             Reply::Later(future) => Outgoing::Waiting {
                 header: response_header,
                 task: tokio::spawn(
@@ -425,7 +446,11 @@ fn response_header(correlation_id: i32, api: ApiKey, version: i16) -> Result<Byt
     Ok(buf)
 }
 
-async fn write_responses<W: AsyncWrite + Unpin>(writer: W, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_responses<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut rx: mpsc::Receiver<Outgoing>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(outgoing) = rx.recv().await {
         let (header, body) = match outgoing {
@@ -439,6 +464,25 @@ async fn write_responses<W: AsyncWrite + Unpin>(writer: W, mut rx: mpsc::Receive
                 let body = task
                     .await
                     .unwrap_or_else(|e| Err(format!("request handler failed: {e}")));
+                (header, body)
+            }
+            Outgoing::Awaiting {
+                header,
+                mut future,
+                api,
+                started,
+            } => {
+                let body = match poll_once(&mut future).await {
+                    Some(body) => body,
+                    None => {
+                        // As above: what is written must not wait behind this answer.
+                        if writer.flush().await.is_err() {
+                            return;
+                        }
+                        future.await
+                    }
+                };
+                metrics.observe_request(api, started.elapsed(), body.is_err());
                 (header, body)
             }
         };
@@ -469,6 +513,17 @@ async fn write_responses<W: AsyncWrite + Unpin>(writer: W, mut rx: mpsc::Receive
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
+}
+
+/// Polls `future` once: its output if it is ready, `None` if it would wait.
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *future).poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 fn api_name(api: ApiKey) -> &'static str {

@@ -254,6 +254,20 @@ pub fn control_filler(
     Ok(out)
 }
 
+/// Re-stamps a client-built batch for another send (`tern bench` reuses one batch): moves
+/// its timestamps to start at `base_timestamp` (record deltas are relative, so they stay
+/// valid), sets the producer's base sequence, and recomputes the CRC.
+pub fn restamp(batch: &mut [u8], base_timestamp: i64, base_sequence: i32) {
+    let span = be_i64(batch, OFF_MAX_TIMESTAMP) - be_i64(batch, OFF_BASE_TIMESTAMP);
+    batch[OFF_BASE_TIMESTAMP..OFF_BASE_TIMESTAMP + 8]
+        .copy_from_slice(&base_timestamp.to_be_bytes());
+    batch[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8]
+        .copy_from_slice(&(base_timestamp + span).to_be_bytes());
+    batch[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Stamps the offset the log assigns; the CRC stays valid because it does not cover it.
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());

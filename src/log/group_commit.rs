@@ -7,18 +7,16 @@
 //! adapts to the disk instead of to the request rate. No request is ever answered before
 //! its bytes are on disk.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 use tracing::error;
 
 use super::sync::SyncTarget;
 use super::{LogError, Partition};
 use crate::metrics::Metrics;
-
-/// Most requests one group takes; the rest wait for the next fsync.
-const MAX_GROUP: usize = 4096;
 
 struct SyncRequest {
     partition: Arc<Partition>,
@@ -28,11 +26,40 @@ struct SyncRequest {
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// The requests waiting for the next group. Registering is a push under a mutex, with no
+/// task in between: a produce costs no wake-up until its answer. The queue is bounded by
+/// the connections' in-flight limits (each waiting request holds a response slot).
+struct Queue {
+    waiting: Mutex<Vec<SyncRequest>>,
+    /// Wakes the group-commit task; a notification sent while it works is kept for it.
+    wake: Notify,
+    /// Set when the task ends: registering then fails at once.
+    closed: AtomicBool,
+}
+
 /// Handle to the group-commit task. Cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
-    requests: mpsc::Sender<SyncRequest>,
+    queue: Arc<Queue>,
     durable: watch::Receiver<u64>,
+}
+
+/// A registered wait for durability: resolves once group commit has judged the write.
+pub struct DurableWait {
+    answer: Option<oneshot::Receiver<Result<(), String>>>,
+}
+
+impl DurableWait {
+    pub async fn wait(self) -> Result<(), LogError> {
+        let Some(answer) = self.answer else {
+            return Err(LogError::ShuttingDown);
+        };
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(LogError::NotDurable(why)),
+            Err(_) => Err(LogError::ShuttingDown),
+        }
+    }
 }
 
 impl GroupCommit {
@@ -42,21 +69,40 @@ impl GroupCommit {
         linger: Duration,
         metrics: Arc<Metrics>,
     ) -> (GroupCommit, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(MAX_GROUP);
+        let queue = Arc::new(Queue {
+            waiting: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
         let (durable_tx, durable_rx) = watch::channel(0u64);
-        let task = tokio::spawn(run(rx, linger, durable_tx, metrics));
+        let task = tokio::spawn(run(Arc::clone(&queue), linger, durable_tx, metrics));
         (
             GroupCommit {
-                requests: tx,
+                queue,
                 durable: durable_rx,
             },
             task,
         )
     }
 
-    /// Waits until every offset below `upto` in `partition`, appended in log generation
-    /// `generation` (from `AppendInfo`), is fsynced. Fails if a sync failed in between,
-    /// even when later appends have reused those offsets.
+    /// Registers a wait until every offset below `upto` in `partition`, appended in log
+    /// generation `generation` (from `AppendInfo`), is fsynced. The sync happens whether
+    /// or not the returned wait is awaited; it fails if a sync failed in between, even
+    /// when later appends have reused those offsets.
+    pub fn register(&self, partition: Arc<Partition>, upto: i64, generation: u64) -> DurableWait {
+        let (tx, rx) = oneshot::channel();
+        let registered = self.push(SyncRequest {
+            partition,
+            upto,
+            generation,
+            done: Some(tx),
+        });
+        DurableWait {
+            answer: registered.then_some(rx),
+        }
+    }
+
+    /// [`GroupCommit::register`] and wait.
     ///
     /// Cancel safety: dropping the future abandons only the wait; the sync still happens.
     pub async fn wait_durable(
@@ -65,35 +111,37 @@ impl GroupCommit {
         upto: i64,
         generation: u64,
     ) -> Result<(), LogError> {
-        let (tx, rx) = oneshot::channel();
-        let request = SyncRequest {
-            partition,
-            upto,
-            generation,
-            done: Some(tx),
-        };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| LogError::ShuttingDown)?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(LogError::NotDurable(why)),
-            Err(_) => Err(LogError::ShuttingDown),
-        }
+        self.register(partition, upto, generation).wait().await
     }
 
     /// Asks for a sync without waiting (acks=0 produces still become visible to consumers).
-    pub async fn request_sync(&self, partition: Arc<Partition>, upto: i64) {
-        let _ = self
-            .requests
-            .send(SyncRequest {
-                partition,
-                upto,
-                generation: 0,
-                done: None,
-            })
-            .await;
+    pub fn request_sync(&self, partition: Arc<Partition>, upto: i64) {
+        self.push(SyncRequest {
+            partition,
+            upto,
+            generation: 0,
+            done: None,
+        });
+    }
+
+    /// Queues a request; false once the task has ended.
+    fn push(&self, request: SyncRequest) -> bool {
+        if self.queue.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let was_empty = {
+            let mut waiting = self
+                .queue
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            waiting.push(request);
+            waiting.len() == 1
+        };
+        if was_empty {
+            self.queue.wake.notify_one();
+        }
+        true
     }
 
     /// A counter that changes whenever some high watermark moved (for long-poll fetches).
@@ -102,22 +150,48 @@ impl GroupCommit {
     }
 }
 
+/// Ends the queue when the task ends (shutdown aborts it): queued waiters are answered
+/// "shutting down" by the dropped senders, and later ones at once.
+struct CloseOnDrop(Arc<Queue>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        let waiting = std::mem::take(
+            &mut *self
+                .0
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        drop(waiting);
+    }
+}
+
 async fn run(
-    mut rx: mpsc::Receiver<SyncRequest>,
+    queue: Arc<Queue>,
     linger: Duration,
     durable: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(first) = rx.recv().await {
+    let _close = CloseOnDrop(Arc::clone(&queue));
+    // The next group's vector: the two swap, so steady load allocates nothing.
+    let mut spare: Vec<SyncRequest> = Vec::new();
+    loop {
+        queue.wake.notified().await;
         if !linger.is_zero() {
             tokio::time::sleep(linger).await;
         }
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
+        let mut group = std::mem::replace(
+            &mut *queue
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            std::mem::take(&mut spare),
+        );
+        if group.is_empty() {
+            spare = group;
+            continue;
         }
         // One sync target per partition touched by this group, taken under the lock.
         let mut targets: Vec<(Arc<Partition>, SyncTarget)> = Vec::new();
@@ -170,7 +244,7 @@ async fn run(
                 }
             }
         }
-        for request in group {
+        for request in group.drain(..) {
             let log = request.partition.lock();
             let outcome = if log.is_durable(request.upto, request.generation) {
                 Ok(())
@@ -187,6 +261,7 @@ async fn run(
             }
         }
         durable.send_modify(|generation| *generation = generation.wrapping_add(1));
+        spare = group;
     }
 }
 

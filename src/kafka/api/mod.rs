@@ -120,7 +120,11 @@ pub type Body = Result<Encoded, String>;
 
 pub enum Reply {
     Now(Body),
+    /// Work that needs polling to progress (long polls, group joins): runs as its own task.
     Later(Pin<Box<dyn Future<Output = Body> + Send>>),
+    /// An answer whose work is already under way elsewhere (a produce registered with
+    /// group commit): the connection's writer awaits it in order, without a task of its own.
+    Awaiting(Pin<Box<dyn Future<Output = Body> + Send>>),
     /// acks=0 produce: the client expects no response at all.
     Nothing,
 }
@@ -136,6 +140,14 @@ impl Reply {
         F: Future<Output = T> + Send + 'static,
     {
         Reply::Later(Box::pin(async move { encode(&future.await, version) }))
+    }
+
+    fn awaiting<T, F>(version: i16, future: F) -> Reply
+    where
+        T: Encodable,
+        F: Future<Output = T> + Send + 'static,
+    {
+        Reply::Awaiting(Box::pin(async move { encode(&future.await, version) }))
     }
 }
 

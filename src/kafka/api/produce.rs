@@ -136,23 +136,26 @@ pub fn handle(access: &Access, request: ProduceRequest, version: i16) -> Reply {
     }
     let mut response = ProduceResponse::default().with_responses(responses);
     fit_to_version(&mut response, version);
-    let group_commit = broker.group_commit.clone();
+    let group_commit = &broker.group_commit;
     if acks == 0 {
         // No response and no promise, but the data must still become visible to consumers.
-        tokio::spawn(async move {
-            for ack in pending {
-                group_commit.request_sync(ack.log, ack.upto).await;
-            }
-        });
+        for ack in pending {
+            group_commit.request_sync(ack.log, ack.upto);
+        }
         return Reply::Nothing;
     }
-    Reply::later(version, async move {
-        for ack in pending {
-            if let Err(e) = group_commit
-                .wait_durable(Arc::clone(&ack.log), ack.upto, ack.generation)
-                .await
-            {
-                let slot = &mut response.responses[ack.topic].partition_responses[ack.partition];
+    // Registered now, in request order: the fsync does not wait for anyone to poll.
+    let waits: Vec<_> = pending
+        .into_iter()
+        .map(|ack| {
+            let wait = group_commit.register(ack.log, ack.upto, ack.generation);
+            (ack.topic, ack.partition, wait)
+        })
+        .collect();
+    Reply::awaiting(version, async move {
+        for (topic, partition, wait) in waits {
+            if let Err(e) = wait.wait().await {
+                let slot = &mut response.responses[topic].partition_responses[partition];
                 *slot = partition_error(slot.index, log_error_code(&e), Some(e.to_string()));
             }
         }
