@@ -350,8 +350,21 @@ pub fn validate_records(
     limit: u64,
     rules: record_check::Rules,
 ) -> Result<(), BatchError> {
-    let reader = records_reader(batch, header, limit)?;
-    record_check::validate(reader, header.record_count, rules).map_err(|e| match e {
+    let checked = if header.codec() == Codec::None {
+        let section = &batch[HEADER_LEN..];
+        if section.len() as u64 > limit {
+            let codec = Codec::None;
+            return Err(BatchError::Records(
+                codec::CodecError::TooLarge { codec, limit }.to_string(),
+            ));
+        }
+        // Already in memory: read in place rather than through a copying buffer.
+        record_check::validate_plain(section, header.record_count, rules)
+    } else {
+        let reader = records_reader(batch, header, limit)?;
+        record_check::validate(reader, header.record_count, rules)
+    };
+    checked.map_err(|e| match e {
         record_check::RecordError::Read(io) => {
             BatchError::Records(codec::from_io(header.codec(), io).to_string())
         }

@@ -50,8 +50,17 @@ impl Rules {
 
 /// Reads exactly `count` records from `records` and checks that nothing follows them.
 pub fn validate(records: impl Read, count: i32, rules: Rules) -> Result<(), RecordError> {
+    validate_buffered(BufReader::with_capacity(16 * 1024, records), count, rules)
+}
+
+/// [`validate`] over bytes already in memory (an uncompressed batch): nothing is copied.
+pub fn validate_plain(records: &[u8], count: i32, rules: Rules) -> Result<(), RecordError> {
+    validate_buffered(records, count, rules)
+}
+
+fn validate_buffered(records: impl BufRead, count: i32, rules: Rules) -> Result<(), RecordError> {
     let mut reader = Counting {
-        inner: BufReader::with_capacity(16 * 1024, records),
+        inner: records,
         consumed: 0,
     };
     let mut previous_delta = -1i32;
@@ -127,16 +136,20 @@ pub fn validate(records: impl Read, count: i32, rules: Rules) -> Result<(), Reco
 }
 
 struct Counting<R> {
-    inner: BufReader<R>,
+    inner: R,
     consumed: u64,
 }
 
-impl<R: Read> Counting<R> {
+impl<R: BufRead> Counting<R> {
     fn read_u8(&mut self) -> io::Result<u8> {
-        let mut b = [0u8; 1];
-        self.inner.read_exact(&mut b)?;
+        let b = *self
+            .inner
+            .fill_buf()?
+            .first()
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        self.inner.consume(1);
         self.consumed += 1;
-        Ok(b[0])
+        Ok(b)
     }
 
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
@@ -144,24 +157,33 @@ impl<R: Read> Counting<R> {
     }
 }
 
-/// Skips a length-prefixed field (-1 is null where `nullable`).
-fn skip_bytes<R: Read>(reader: &mut Counting<R>, len: i32, nullable: bool) -> Result<(), String> {
+/// Skips a length-prefixed field (-1 is null where `nullable`), without copying it.
+fn skip_bytes<R: BufRead>(
+    reader: &mut Counting<R>,
+    len: i32,
+    nullable: bool,
+) -> Result<(), String> {
     if len == -1 && nullable {
         return Ok(());
     }
     if len < 0 {
         return Err(format!("negative length {len}"));
     }
-    let copied = io::copy(&mut (&mut reader.inner).take(len as u64), &mut io::sink())
-        .map_err(|e| e.to_string())?;
-    reader.consumed += copied;
-    if copied != len as u64 {
-        return Err(format!("{len} bytes announced, {copied} present"));
+    let mut left = len as usize;
+    while left > 0 {
+        let available = reader.inner.fill_buf().map_err(|e| e.to_string())?.len();
+        if available == 0 {
+            return Err(format!("{len} bytes announced, {} present", len as usize - left));
+        }
+        let step = available.min(left);
+        reader.inner.consume(step);
+        reader.consumed += step as u64;
+        left -= step;
     }
     Ok(())
 }
 
-fn read_varlong<R: Read>(reader: &mut Counting<R>) -> io::Result<i64> {
+fn read_varlong<R: BufRead>(reader: &mut Counting<R>) -> io::Result<i64> {
     let mut value: u64 = 0;
     for shift in (0..70).step_by(7) {
         let b = reader.read_u8()?;
@@ -179,7 +201,7 @@ fn read_varlong<R: Read>(reader: &mut Counting<R>) -> io::Result<i64> {
     ))
 }
 
-fn read_varint<R: Read>(reader: &mut Counting<R>) -> io::Result<i32> {
+fn read_varint<R: BufRead>(reader: &mut Counting<R>) -> io::Result<i32> {
     let v = read_varlong(reader)?;
     i32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "varint overflows i32"))
 }
