@@ -234,7 +234,10 @@ async fn run(
             let mut log = partition.lock();
             match result {
                 Ok(()) => {
-                    log.complete_sync(target);
+                    if log.complete_sync(target) {
+                        drop(log);
+                        partition.watchers.wake();
+                    }
                 }
                 Err(why) => {
                     metrics.fsync_errors.inc();

@@ -21,6 +21,9 @@ mod durability;
 mod mirrored;
 mod prepare;
 mod read;
+mod watchers;
+
+pub use watchers::Watchers;
 
 pub use compact::{CleanerStats, Trigger};
 pub use mirrored::{prepare_mirrored, MirroredAppend};
@@ -667,6 +670,8 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     log: Mutex<Log>,
+    /// Long polls waiting for the high watermark to move.
+    pub watchers: Watchers,
 }
 
 impl Partition {
@@ -675,6 +680,7 @@ impl Partition {
             topic: topic.to_string(),
             index,
             log: Mutex::new(log),
+            watchers: Watchers::default(),
         }
     }
 

@@ -173,7 +173,10 @@ fn skip_bytes<R: BufRead>(
     while left > 0 {
         let available = reader.inner.fill_buf().map_err(|e| e.to_string())?.len();
         if available == 0 {
-            return Err(format!("{len} bytes announced, {} present", len as usize - left));
+            return Err(format!(
+                "{len} bytes announced, {} present",
+                len as usize - left
+            ));
         }
         let step = available.min(left);
         reader.inner.consume(step);

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::access::Access;
@@ -91,26 +91,28 @@ pub fn handle(access: &Access, request: FetchRequest, version: i16, ticket: Fetc
         let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let deadline = Instant::now() + wait;
         let min_bytes = request.min_bytes.max(0) as usize;
-        let mut events = broker.group_commit.durable_events();
+        // Woken by group commit when one of the fetched partitions moves (and only then).
+        let waker = Arc::new(Notify::new());
         let want = (request.max_bytes.max(0) as usize)
             .min(broker.config.kafka.max_fetch_bytes as usize)
             .max(1);
         loop {
-            events.borrow_and_update();
             // Memory for this read comes from the broker-wide response budget first.
             // Twice the bytes read: the response is encoded into a second buffer while the
             // bytes read still exist.
             let Some(mut permit) = reserve(&broker, want.saturating_mul(2), deadline).await else {
                 // No memory within the wait: an empty answer, the client fetches again.
-                let (response, _, _) = read_all(&broker, &request, &denied, version, 0);
+                let (response, _, _) = read_all(&broker, &request, &denied, version, 0, None);
                 return encode(&response, version);
             };
+            let may_wait = Instant::now() < deadline;
             let (response, bytes, errors) = read_all(
                 &broker,
                 &request,
                 &denied,
                 version,
                 permit.num_permits() * KIB / 2,
+                may_wait.then_some(&waker),
             );
 
             // Keep what the read and its encoding take (one first batch may exceed the
@@ -134,9 +136,7 @@ pub fn handle(access: &Access, request: FetchRequest, version: i16, ticket: Fetc
             }
             drop(permit);
             tokio::select! {
-                changed = events.changed() => if changed.is_err() {
-                    return encode(&response, version);
-                },
+                _ = waker.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
@@ -169,6 +169,7 @@ fn read_all(
     denied: &[String],
     version: i16,
     reserved: usize,
+    waker: Option<&Arc<Notify>>,
 ) -> (FetchResponse, usize, bool) {
     let mut budget = (request.max_bytes.max(0) as usize)
         .min(broker.config.kafka.max_fetch_bytes as usize)
@@ -203,6 +204,10 @@ fn read_all(
                     errors = true;
                 }
                 Some(partition) => {
+                    // Registered before the read: a move right after it still wakes us.
+                    if let Some(waker) = waker {
+                        partition.watchers.register(waker);
+                    }
                     // KIP-74: the first partition may exceed the budget by one batch.
                     let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
                     let first = total == 0;
