@@ -133,7 +133,9 @@ impl Producer {
         let (producer_id, producer_epoch) = if bench.idempotent {
             let (response, _) = client
                 .send(
-                    &InitProducerIdRequest::default().with_transaction_timeout_ms(-1),
+                    &InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_transaction_timeout_ms(-1),
                     0..=4,
                 )
                 .await?;
@@ -333,13 +335,25 @@ impl Template {
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
+        // lz4 through tern's own codec (the one the broker writes with): the protocol
+        // crate's is not built in.
+        let lz4 = |plain: &mut BytesMut, out: &mut BytesMut, compression: Compression| {
+            match compression {
+                Compression::Lz4 => {
+                    out.extend_from_slice(&crate::log::codec::compress(batch::Codec::Lz4, plain)?)
+                }
+                _ => out.extend_from_slice(plain),
+            }
+            Ok(())
+        };
+        RecordBatchEncoder::encode_with_custom_compression(
             &mut buf,
             &records,
             &RecordEncodeOptions {
                 version: 2,
                 compression: self.compression,
             },
+            Some(lz4),
         )
         .map_err(|e| ClientError::Encode(format!("{e:#}")))?;
         Ok(buf.freeze())
