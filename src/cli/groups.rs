@@ -230,22 +230,8 @@ pub async fn reset_offsets(
         println!("\n(dry run: add --execute to commit these offsets)");
         return Ok(());
     }
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_member_id(s(""))
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(s(topic)))
-            .with_partitions(
-                targets
-                    .iter()
-                    .map(|(p, o)| {
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(*p)
-                            .with_committed_offset(*o)
-                    })
-                    .collect(),
-            )]);
+    // Generation -1 and no member id: an administrative commit (the group has no members).
+    let request = offset_commit_request(GroupId(s(group)), -1, s(""), topic, &targets);
     let (response, _) = cluster.controller().await?.send(&request, 2..=7).await?;
     for t in &response.topics {
         for p in &t.partitions {
@@ -254,6 +240,32 @@ pub async fn reset_offsets(
     }
     println!("\nOffsets of group '{group}' reset.");
     Ok(())
+}
+
+/// OffsetCommit of `offsets` (partition → next offset to read) of one topic.
+pub fn offset_commit_request(
+    group: GroupId,
+    generation: i32,
+    member_id: StrBytes,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(group)
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(member_id)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(
+                offsets
+                    .iter()
+                    .map(|(p, o)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(*o)
+                    })
+                    .collect(),
+            )])
 }
 
 pub async fn delete(cluster: &mut Cluster, group: &str) -> Result<(), ClientError> {

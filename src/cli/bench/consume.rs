@@ -11,15 +11,12 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     BrokerId, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FetchRequest, GroupId,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetFetchRequest, SyncGroupRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -27,6 +24,7 @@ use kafka_protocol::ResponseError;
 use super::{latency_histogram, Report};
 use crate::cli::cluster::{by_leader, Cluster};
 use crate::cli::consume::list_offsets;
+use crate::cli::groups::offset_commit_request;
 use crate::client::{check_partition, error_name, ClientError, KafkaClient};
 use crate::log::records;
 
@@ -284,22 +282,13 @@ async fn commit(
         return Err(kafka_error("Heartbeat", beat.error_code));
     }
     member.last_heartbeat = Instant::now();
-    let request = OffsetCommitRequest::default()
-        .with_group_id(member.group.clone())
-        .with_generation_id_or_member_epoch(member.generation)
-        .with_member_id(member.member_id.clone())
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partitions(
-                positions
-                    .iter()
-                    .map(|(p, o)| {
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(*p)
-                            .with_committed_offset(*o)
-                    })
-                    .collect(),
-            )]);
+    let request = offset_commit_request(
+        member.group.clone(),
+        member.generation,
+        member.member_id.clone(),
+        topic,
+        positions,
+    );
     let (response, _) = member.coordinator.send(&request, 2..=8).await?;
     for t in &response.topics {
         for p in &t.partitions {
