@@ -95,3 +95,15 @@ def bridge_config(mosquitto, name="gw", inbound=(), outbound=(), extra=""):
     for rule in outbound:
         text += "[[bridges.mqtt.outbound]]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in rule.items())
     return text
+
+
+def wait_subscribed(tern, timeout=20):
+    """Until the bridge's SUBSCRIBE was acknowledged (messages published before it are not
+    queued for a bridge that never had a session)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = tern.log_text()
+        if "MQTT inbound subscribed" in text[text.rfind("===== start #"):]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the bridge did not subscribe:\n" + tern.log_text()[-3000:])

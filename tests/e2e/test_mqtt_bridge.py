@@ -10,23 +10,11 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mosquitto import Mosquitto, bridge_config
+from mosquitto import Mosquitto, bridge_config, wait_subscribed
 from mqtt_clients import device, payload
 
 HERE = __import__("pathlib").Path(__file__).parent
 SENSORS = {"filter": "sensors/+/temperature", "topic": "sensors", "key": "{1}", "partitions": 3}
-
-
-def wait_subscribed(tern, timeout=20):
-    """Until the bridge's SUBSCRIBE was acknowledged (messages published before it are not
-    queued for a bridge that never had a session)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        text = tern.log_text()
-        if "MQTT inbound subscribed" in text[text.rfind("===== start #"):]:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the bridge did not subscribe:\n" + tern.log_text()[-3000:])
 
 
 def publisher(mosq, count, devices=100, qos=1, v5=False, start=0, pad=0):

@@ -27,7 +27,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from harness import ROOT, Tern
-from mosquitto import Mosquitto, bridge_config
+from mosquitto import Mosquitto, bridge_config, wait_subscribed
 
 HERE = pathlib.Path(__file__).resolve().parent
 POWERCUT_BIN = os.environ.get("POWERCUT_BIN", str(ROOT / "target" / "release" / "powercut-fs"))
@@ -223,6 +223,10 @@ def test_acknowledged_data_survives_power_cuts(tmp_path):
         for cycle in range(CYCLES):
             fs.mount(seed=cycle + 1)
             tern.start(timeout=60)  # must come up by itself after every cut
+            if cycle == 0:
+                # mosquitto queues messages for the bridge only once its session exists:
+                # what is published before the first SUBSCRIBE goes to nobody.
+                wait_subscribed(tern)
             if cycle > 0:
                 verify(tern.bootstrap, acked, commits, cycle)
             load = Load(tern.bootstrap, cycle, mosq.port, failures)
