@@ -97,6 +97,9 @@ def test_bad_arguments_and_refusals_are_clear_errors(tern):
                 "--record-size", "2000000", check=False)
     assert bad.returncode != 0 and "produce to partition 0 failed" in bad.stderr
     assert "MessageTooLarge" in bad.stderr or "RecordListTooLarge" in bad.stderr, bad.stderr
+    # Asking for more records than exist ends with the count, not a hang.
+    short = bench(tern, "consume", "-t", "big", "--records", "5", check=False)
+    assert short.returncode != 0 and "only 0 of 5 records arrived" in short.stderr, short.stderr
     nobody = subprocess.run([TERN_BIN, "bench", "--bootstrap-server", "127.0.0.1:1", "produce",
                              "--records", "10"], capture_output=True, text=True, timeout=60)
     assert nobody.returncode != 0 and "127.0.0.1:1" in nobody.stderr

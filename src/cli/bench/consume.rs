@@ -48,6 +48,9 @@ struct Membership {
 
 const SESSION_TIMEOUT_MS: i32 = 30_000;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+/// A consume benchmark that sees no new record this long gives up (like
+/// kafka-consumer-perf-test's timeout) instead of waiting forever for `--records`.
+const IDLE_LIMIT: Duration = Duration::from_secs(10);
 
 pub async fn run(
     bootstrap: &str,
@@ -88,7 +91,14 @@ pub async fn run(
     let mut bytes = 0u64;
     let mut requests = 0u64;
     let started = Instant::now();
+    let mut last_progress = Instant::now();
     while consumed < wanted {
+        if last_progress.elapsed() >= IDLE_LIMIT {
+            return Err(ClientError::Kafka(format!(
+                "only {consumed} of {wanted} records arrived; nothing new for {} s",
+                IDLE_LIMIT.as_secs()
+            )));
+        }
         for (leader, ps) in by_leader(&partitions, |_| true) {
             let request = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
@@ -138,6 +148,9 @@ pub async fn run(
                         next = next.max(batch.header.next_offset());
                     }
                     consumed += count;
+                    if count > 0 {
+                        last_progress = Instant::now();
+                    }
                     progress.fetch_add(count, Ordering::Relaxed);
                     positions.insert(p.partition_index, next);
                 }
