@@ -12,10 +12,10 @@ use crate::groups::state::GroupLimits;
 use crate::log::{batch, GroupCommit, LogError, Partition};
 use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
+use crate::topics::{Topic, TopicError, Topics};
 
 /// Produce payloads up to this size are appended on the async worker itself (see `append`).
 const INLINE_APPEND_BYTES: usize = 64 * 1024;
-use crate::topics::{Topic, TopicError, Topics};
 
 /// Where an append landed, and what to wait for before acknowledging it.
 #[derive(Debug, Clone, Copy)]

@@ -27,14 +27,30 @@ struct SyncRequest {
 }
 
 /// The requests waiting for the next group. Registering is a push under a mutex, with no
-/// task in between: a produce costs no wake-up until its answer. The queue is bounded by
-/// the connections' in-flight limits (each waiting request holds a response slot).
+/// task in between: a produce costs no wake-up until its answer. Requests with a waiter
+/// are bounded by the connections' in-flight limits (each holds a response slot); syncs
+/// nobody waits for (acks=0) are merged per partition, so a flood of them takes one entry
+/// per partition.
 struct Queue {
-    waiting: Mutex<Vec<SyncRequest>>,
+    waiting: Mutex<Pending>,
     /// Wakes the group-commit task; a notification sent while it works is kept for it.
     wake: Notify,
     /// Set when the task ends: registering then fails at once.
     closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Requests with a waiter, in arrival order.
+    waited: Vec<SyncRequest>,
+    /// Requests without one, at most one per partition.
+    unwaited: Vec<SyncRequest>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.waited.is_empty() && self.unwaited.is_empty()
+    }
 }
 
 /// Handle to the group-commit task. Cheap to clone.
@@ -70,7 +86,7 @@ impl GroupCommit {
         metrics: Arc<Metrics>,
     ) -> (GroupCommit, tokio::task::JoinHandle<()>) {
         let queue = Arc::new(Queue {
-            waiting: Mutex::new(Vec::new()),
+            waiting: Mutex::new(Pending::default()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
         });
@@ -135,8 +151,19 @@ impl GroupCommit {
                 .waiting
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            waiting.push(request);
-            waiting.len() == 1
+            let was_empty = waiting.is_empty();
+            if request.done.is_some() {
+                waiting.waited.push(request);
+            } else if let Some(queued) = waiting
+                .unwaited
+                .iter_mut()
+                .find(|queued| Arc::ptr_eq(&queued.partition, &request.partition))
+            {
+                queued.upto = queued.upto.max(request.upto);
+            } else {
+                waiting.unwaited.push(request);
+            }
+            was_empty
         };
         if was_empty {
             self.queue.wake.notify_one();
@@ -175,24 +202,26 @@ async fn run(
     metrics: Arc<Metrics>,
 ) {
     let _close = CloseOnDrop(Arc::clone(&queue));
-    // The next group's vector: the two swap, so steady load allocates nothing.
-    let mut spare: Vec<SyncRequest> = Vec::new();
+    // The next group's vectors: they swap with the queue's, so steady load allocates nothing.
+    let mut spare = Pending::default();
     loop {
         queue.wake.notified().await;
         if !linger.is_zero() {
             tokio::time::sleep(linger).await;
         }
-        let mut group = std::mem::replace(
+        let mut taken = std::mem::replace(
             &mut *queue
                 .waiting
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             std::mem::take(&mut spare),
         );
-        if group.is_empty() {
-            spare = group;
+        if taken.is_empty() {
+            spare = taken;
             continue;
         }
+        let mut group = std::mem::take(&mut taken.waited);
+        group.append(&mut taken.unwaited);
         // One sync target per partition touched by this group, taken under the lock.
         let mut targets: Vec<(Arc<Partition>, SyncTarget)> = Vec::new();
         for request in &group {
@@ -264,7 +293,9 @@ async fn run(
             }
         }
         durable.send_modify(|generation| *generation = generation.wrapping_add(1));
-        spare = group;
+        // `taken.unwaited` is empty (appended above) and keeps its capacity.
+        taken.waited = group;
+        spare = taken;
     }
 }
 
@@ -306,6 +337,33 @@ mod tests {
         assert!(
             events.has_changed().expect("sender alive"),
             "long polls are woken"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unwaited_syncs_take_one_entry_per_partition_and_still_happen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (commit, _task) = GroupCommit::start(Duration::ZERO, Arc::new(Metrics::new()));
+        let p = partition(dir.path(), "t");
+        let mut end = 0;
+        for _ in 0..1000 {
+            let info = p
+                .append(&split_batches(&make_batch(1, b"v")).expect("batch"), 0)
+                .expect("append");
+            end = info.last_offset + 1;
+            commit.request_sync(Arc::clone(&p), end);
+            let queued = commit.queue.waiting.lock().expect("lock").unwaited.len();
+            assert!(queued <= 1, "{queued} entries for one partition");
+        }
+        for _ in 0..200 {
+            if p.lock().high_watermark() == end {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "acks=0 appends never became visible: {}",
+            p.lock().high_watermark()
         );
     }
 
