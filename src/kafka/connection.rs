@@ -486,7 +486,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
                 (header, body)
             }
         };
-        let api::Encoded { bytes: body, hold } = match body {
+        let body = match body {
             Ok(body) => body,
             Err(why) => {
                 warn!(reason = %why, "cannot answer a request; closing the connection");
@@ -494,10 +494,20 @@ async fn write_responses<W: AsyncWrite + Unpin>(
             }
         };
         let size = (header.len() + body.len()) as u32;
+        let api::Encoded {
+            bytes: body,
+            more,
+            hold,
+        } = body;
         let written = async {
             writer.write_all(&size.to_be_bytes()).await?;
             writer.write_all(&header).await?;
             writer.write_all(&body).await?;
+            // Stored records passed through by reference: parts larger than the buffer
+            // go straight to the socket.
+            for part in &more {
+                writer.write_all(part).await?;
+            }
             if rx.is_empty() {
                 writer.flush().await?;
             }

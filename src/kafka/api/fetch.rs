@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::access::Access;
+use super::spliced::encode_spliced;
 use super::{encode, Reply};
 use crate::acls::Operation;
 use crate::broker::Broker;
@@ -97,10 +98,10 @@ pub fn handle(access: &Access, request: FetchRequest, version: i16, ticket: Fetc
             .min(broker.config.kafka.max_fetch_bytes as usize)
             .max(1);
         loop {
-            // Memory for this read comes from the broker-wide response budget first.
-            // Twice the bytes read: the response is encoded into a second buffer while the
-            // bytes read still exist.
-            let Some(mut permit) = reserve(&broker, want.saturating_mul(2), deadline).await else {
+            // Memory for this read comes from the broker-wide response budget first: the
+            // bytes read (the response passes them through, `spliced`) and an eighth more
+            // for what encoding copies (headers, batches too small to pass through).
+            let Some(mut permit) = reserve(&broker, want + want / 8, deadline).await else {
                 // No memory within the wait: an empty answer, the client fetches again.
                 let (response, _, _) = read_all(&broker, &request, &denied, version, 0, None);
                 return encode(&response, version);
@@ -111,26 +112,31 @@ pub fn handle(access: &Access, request: FetchRequest, version: i16, ticket: Fetc
                 &request,
                 &denied,
                 version,
-                permit.num_permits() * KIB / 2,
+                permit.num_permits() * KIB / 9 * 8,
                 may_wait.then_some(&waker),
             );
-
-            // Keep what the read and its encoding take (one first batch may exceed the
-            // reservation, as in Kafka's KIP-74); return the rest at once.
-            let needed = (2 * bytes).div_ceil(KIB).max(1);
-            if needed > permit.num_permits() {
-                // Bounded wait: a batch larger than the whole budget is still served.
-                let more = u32::try_from(needed - permit.num_permits()).unwrap_or(u32::MAX);
-                let top_up = Arc::clone(&broker.response_budget).acquire_many_owned(more);
-                if let Ok(Ok(more)) = tokio::time::timeout(TOP_UP_WAIT, top_up).await {
-                    permit.merge(more);
-                }
-            } else if let Some(extra) = permit.split(permit.num_permits() - needed) {
-                drop(extra);
-            }
             if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline {
                 account(&broker, &response);
-                let mut body = encode(&response, version)?;
+                let payloads = response
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().filter_map(|p| p.records.clone()))
+                    .collect();
+                let mut body = encode_spliced(&response, version, payloads)?;
+                drop(response);
+                // Keep what the response holds (one first batch may exceed the
+                // reservation, as in Kafka's KIP-74); return the rest at once.
+                let needed = body.len().div_ceil(KIB).max(1);
+                if needed > permit.num_permits() {
+                    // Bounded wait: a batch larger than the whole budget is still served.
+                    let more = u32::try_from(needed - permit.num_permits()).unwrap_or(u32::MAX);
+                    let top_up = Arc::clone(&broker.response_budget).acquire_many_owned(more);
+                    if let Ok(Ok(more)) = tokio::time::timeout(TOP_UP_WAIT, top_up).await {
+                        permit.merge(more);
+                    }
+                } else if let Some(extra) = permit.split(permit.num_permits() - needed) {
+                    drop(extra);
+                }
                 body.hold = vec![Box::new(turn), Box::new(permit)];
                 return Ok(body);
             }

@@ -31,6 +31,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod spliced;
 mod sync_group;
 
 use std::future::Future;
@@ -113,7 +114,21 @@ pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
 /// connection has written it (memory-budget permits, its connection's fetch turn).
 pub struct Encoded {
     pub bytes: BytesMut,
+    /// Further parts written after `bytes`, in order: stored records passed through by
+    /// reference (`spliced`). Empty for all but large Fetch responses.
+    pub more: Vec<Bytes>,
     pub hold: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Encoded {
+    /// Bytes on the wire (without the response header).
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.more.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub type Body = Result<Encoded, String>;
@@ -162,6 +177,7 @@ pub fn encode<T: Encodable>(message: &T, version: i16) -> Body {
         .map_err(|e| format!("cannot encode response: {e:#}"))?;
     Ok(Encoded {
         bytes: buf,
+        more: Vec::new(),
         hold: Vec::new(),
     })
 }
@@ -315,6 +331,7 @@ fn handle(
             let response = list_offsets::handle(access, request);
             Reply::Now(Ok(Encoded {
                 bytes: list_offsets_v0::encode(&response),
+                more: Vec::new(),
                 hold: Vec::new(),
             }))
         }
