@@ -13,7 +13,12 @@ use std::sync::Arc;
 struct EntryFile {
     file: Arc<File>,
     entry_len: u64,
+    /// Entries, written and pending.
     entries: u64,
+    /// While recovery rebuilds an index: entries not yet written (one write at the end
+    /// instead of one per entry). Empty and unused otherwise.
+    pending: Vec<u8>,
+    buffering: bool,
 }
 
 impl EntryFile {
@@ -34,21 +39,58 @@ impl EntryFile {
             file: Arc::new(file),
             entry_len,
             entries,
+            pending: Vec::new(),
+            buffering: false,
         })
     }
 
     fn append(&mut self, entry: &[u8]) -> io::Result<()> {
-        self.file
-            .write_all_at(entry, self.entries * self.entry_len)?;
+        if self.buffering {
+            self.pending.extend_from_slice(entry);
+        } else {
+            self.file
+                .write_all_at(entry, self.entries * self.entry_len)?;
+        }
         self.entries += 1;
         Ok(())
     }
 
+    /// Entries already in the file.
+    fn written(&self) -> u64 {
+        self.entries - self.pending.len() as u64 / self.entry_len
+    }
+
+    /// Writes the pending entries and goes back to writing each entry as it comes.
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all_at(&self.pending, self.written() * self.entry_len)?;
+            self.pending.clear();
+        }
+        self.buffering = false;
+        Ok(())
+    }
+
     fn read(&self, i: u64, out: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(out, i * self.entry_len)
+        let written = self.written();
+        if i < written {
+            return self.file.read_exact_at(out, i * self.entry_len);
+        }
+        let at = ((i - written) * self.entry_len) as usize;
+        match self.pending.get(at..at + out.len()) {
+            Some(entry) => {
+                out.copy_from_slice(entry);
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "index entry past the end",
+            )),
+        }
     }
 
     fn truncate(&mut self, entries: u64) -> io::Result<()> {
+        self.flush()?;
         self.entries = self.entries.min(entries);
         self.file.set_len(self.entries * self.entry_len)
     }
@@ -127,6 +169,15 @@ impl OffsetIndex {
         self.entries.entries
     }
 
+    /// Keeps new entries in memory until [`OffsetIndex::flush`] (recovery's rebuild).
+    pub fn buffer_writes(&mut self) {
+        self.entries.buffering = true;
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.entries.flush()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -162,6 +213,15 @@ impl TimeIndex {
             index.last_timestamp = index.entry(last)?.0;
         }
         Ok(index)
+    }
+
+    /// Keeps new entries in memory until [`TimeIndex::flush`] (recovery's rebuild).
+    pub fn buffer_writes(&mut self) {
+        self.entries.buffering = true;
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.entries.flush()
     }
 
     fn entry(&self, i: u64) -> io::Result<(i64, u32)> {
@@ -239,6 +299,38 @@ mod tests {
         assert_eq!(index.lookup(1000).expect("lookup"), 8192);
         index.truncate_to_position(8192).expect("truncate");
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn buffered_entries_read_back_and_flush_to_the_same_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut direct = OffsetIndex::open(&dir.path().join("d"), true).expect("open");
+        let mut buffered = OffsetIndex::open(&dir.path().join("b"), true).expect("open");
+        direct.append(0, 0).expect("append");
+        buffered.append(0, 0).expect("append");
+        buffered.buffer_writes();
+        for i in 1..100u32 {
+            direct.append(i * 10, i * 4096).expect("append");
+            buffered.append(i * 10, i * 4096).expect("append");
+        }
+        // Pending entries are found before they are written.
+        assert_eq!(buffered.len(), 100);
+        assert_eq!(buffered.lookup(555).expect("lookup"), 55 * 4096);
+        assert_eq!(buffered.lookup(5).expect("lookup"), 0);
+        buffered.flush().expect("flush");
+        buffered.append(1000, 500_000).expect("append after flush");
+        direct.append(1000, 500_000).expect("append");
+        let read = |name: &str| std::fs::read(dir.path().join(name)).expect("read");
+        assert_eq!(read("b"), read("d"));
+        // Truncating while buffering writes what is pending first.
+        buffered.buffer_writes();
+        buffered.append(1010, 600_000).expect("append");
+        buffered.truncate_to_position(500_000).expect("truncate");
+        assert_eq!(buffered.len(), 100);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("b")).expect("stat").len(),
+            800
+        );
     }
 
     #[test]

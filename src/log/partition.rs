@@ -271,7 +271,7 @@ impl Log {
         self.producers = states;
     }
 
-    fn active(&self) -> &Segment {
+    pub(super) fn active(&self) -> &Segment {
         self.segments
             .values()
             .next_back()

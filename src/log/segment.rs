@@ -143,8 +143,13 @@ impl Segment {
         };
         let mut report = ScanReport::default();
         let mut position = 0u64;
+        // The indexes are rebuilt in memory and written once at the end.
+        segment.index.buffer_writes();
+        segment.time_index.buffer_writes();
+        let log = Arc::clone(&segment.log);
+        let mut checker = super::damage::SequentialChecker::new(&log, file_len);
         while position < file_len {
-            let checked = match super::damage::check_batch_at(&segment.log, position, file_len)? {
+            let checked = match checker.check_at(position)? {
                 Ok(header) if header.base_offset < segment.next_offset => Err(format!(
                     "offset {} goes backwards (expected >= {})",
                     header.base_offset, segment.next_offset
@@ -182,6 +187,8 @@ impl Segment {
                 }
             }
         }
+        segment.index.flush()?;
+        segment.time_index.flush()?;
         if position < file_len {
             segment.log.set_len(position)?;
             segment.log.sync_all()?;
@@ -321,17 +328,38 @@ impl Segment {
         mut position: u64,
         limit: u64,
     ) -> io::Result<Vec<(u64, BatchHeader)>> {
+        // Small batches: their headers are read a chunk at a time (the producer-state
+        // rebuild at every start walks a whole active segment of them). Large ones: each
+        // header alone, not the records between them.
+        const CHUNK: u64 = 256 * 1024;
+        const SMALL_BATCH: u64 = 16 * 1024;
         let mut out = Vec::new();
-        let mut buf = [0u8; HEADER_LEN];
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_start = 0u64;
+        let mut last_len = 0u64;
         loop {
             position = self.skip_damaged(position);
             if position >= limit {
                 return Ok(out);
             }
-            self.log.read_exact_at(&mut buf, position)?;
-            let header = BatchHeader::parse(&buf).map_err(|e| damaged_at(position, e))?;
+            let buffered = position >= chunk_start
+                && position + HEADER_LEN as u64 <= chunk_start + chunk.len() as u64;
+            if !buffered {
+                let len = if last_len < SMALL_BATCH {
+                    (limit - position).clamp(HEADER_LEN as u64, CHUNK)
+                } else {
+                    HEADER_LEN as u64
+                };
+                chunk.resize(len as usize, 0);
+                self.log.read_exact_at(&mut chunk, position)?;
+                chunk_start = position;
+            }
+            let at = (position - chunk_start) as usize;
+            let header = BatchHeader::parse(&chunk[at..at + HEADER_LEN])
+                .map_err(|e| damaged_at(position, e))?;
             out.push((position, header));
-            position += header.total_len() as u64;
+            last_len = header.total_len() as u64;
+            position += last_len;
         }
     }
 
