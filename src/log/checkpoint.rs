@@ -10,6 +10,10 @@ pub const RECOVERY_POINT: &str = "recovery-point";
 pub const LOG_START_OFFSET: &str = "log-start-offset";
 /// Offsets below it were compacted by an earlier cleaner pass.
 pub const CLEANER_POINT: &str = "cleaner-point";
+/// Written by a clean shutdown: the base offset of the active segment, whose bytes and
+/// indexes were all synced. Removed (durably) when the log is opened again, before
+/// anything new is written.
+pub const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 
 /// Reads a checkpoint; a missing or unreadable file yields `None` (the caller then does the
 /// safe, slower thing: scan everything, or start at the first segment).
@@ -30,6 +34,14 @@ pub fn write(dir: &Path, name: &str, value: i64) -> io::Result<()> {
     }
     fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
+}
+
+/// Removes a checkpoint, if present; durable once `dir` is synced.
+pub fn remove(dir: &Path, name: &str) -> io::Result<()> {
+    match fs::remove_file(dir.join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Makes a rename or a new file in `dir` durable.

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use tracing::{error, info, warn};
 
 use super::batch::{self, BatchHeader};
-use super::checkpoint::{self, CLEANER_POINT, LOG_START_OFFSET, RECOVERY_POINT};
+use super::checkpoint::{self, CLEANER_POINT, CLEAN_SHUTDOWN, LOG_START_OFFSET, RECOVERY_POINT};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::Segment;
 use super::{LogConfig, LogError};
@@ -131,9 +131,20 @@ impl Log {
         checkpoint::create_dir_durably(dir).map_err(|e| LogError::io(dir, e))?;
         checkpoint::remove_stale_temporaries(
             dir,
-            &[RECOVERY_POINT, LOG_START_OFFSET, CLEANER_POINT],
+            &[
+                RECOVERY_POINT,
+                LOG_START_OFFSET,
+                CLEANER_POINT,
+                CLEAN_SHUTDOWN,
+            ],
         )
         .map_err(|e| LogError::io(dir, e))?;
+        // A clean shutdown vouches for its active segment once: the marker goes now (made
+        // durable by the directory sync below, before anything new is written).
+        let clean_active = checkpoint::read(dir, CLEAN_SHUTDOWN);
+        if clean_active.is_some() {
+            checkpoint::remove(dir, CLEAN_SHUTDOWN).map_err(|e| LogError::io(dir, e))?;
+        }
         // A cleaning a crash interrupted: finished if it had committed, discarded if not.
         let swaps = super::compaction::swap::recover(dir).map_err(|e| LogError::io(dir, e))?;
         if swaps != Default::default() {
@@ -149,8 +160,10 @@ impl Log {
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let is_last = next_base.is_none();
-            // A segment is trusted when the whole of it lies below the recovery point.
-            let trusted = next_base.is_some_and(|next| next <= recovery_point);
+            // A segment is trusted when the whole of it lies below the recovery point, or
+            // when it is the active segment a clean shutdown synced.
+            let trusted = next_base.is_some_and(|next| next <= recovery_point)
+                || (is_last && clean_active == Some(base));
             let mut opened = None;
             if trusted {
                 opened =

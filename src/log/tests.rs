@@ -742,3 +742,58 @@ fn the_header_walk_finds_every_batch_of_mixed_sizes() {
     assert_eq!(part.len(), 100);
     assert_eq!(part[0].1.base_offset, expected[100]);
 }
+
+/// After a clean shutdown the next start trusts the synced active segment (no scan), once:
+/// the marker is gone after that start, so a crash later is recovered by a scan again.
+#[test]
+fn a_clean_shutdown_spares_the_next_start_the_active_segment_scan_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = || config(64 << 20);
+    let (mut log, _) = Log::open(dir.path(), cfg(), NOW).expect("open");
+    for i in 0..50 {
+        append_durable(&mut log, 3, format!("value-{i}").as_bytes());
+    }
+    let before = read_all(&log);
+    log.close().expect("close");
+    drop(log);
+    assert!(dir.path().join("clean-shutdown").exists());
+
+    let (mut log, report) = Log::open(dir.path(), cfg(), NOW).expect("reopen");
+    assert_eq!(report.scanned_segments, 0, "{report:?}");
+    assert!(!dir.path().join("clean-shutdown").exists());
+    assert_eq!(read_all(&log), before);
+    let read = log.read(77, 1 << 20).expect("read");
+    assert_eq!(read.bytes[..before[25].len()], before[25][..]);
+    // Appends continue where the log ended, and are indexed.
+    assert_eq!(append_durable(&mut log, 2, b"after"), (150, 151));
+    drop(log); // a crash: no close
+
+    let (log, report) = Log::open(dir.path(), cfg(), NOW).expect("reopen after crash");
+    assert_eq!(report.scanned_segments, 1, "{report:?}");
+    assert_eq!(log.log_end_offset(), 152);
+    assert_eq!(read_all(&log)[..50], before[..]);
+}
+
+/// A marker does not make a damaged tail trusted: bytes appended after the clean shutdown
+/// that do not form whole batches send the start back to a full scan, which cuts them.
+#[test]
+fn a_clean_shutdown_marker_with_a_torn_tail_falls_back_to_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _) = Log::open(dir.path(), config(64 << 20), NOW).expect("open");
+    for _ in 0..10 {
+        append_durable(&mut log, 2, b"kept");
+    }
+    log.close().expect("close");
+    drop(log);
+    let segment = active_segment(dir.path());
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open segment");
+    let len = file.metadata().expect("stat").len();
+    file.write_all_at(&[0xab; 40], len).expect("garbage");
+    let (log, report) = Log::open(dir.path(), config(64 << 20), NOW).expect("reopen");
+    assert_eq!(report.scanned_segments, 1, "{report:?}");
+    assert_eq!(report.truncated_bytes, 40);
+    assert_eq!(log.log_end_offset(), 20);
+}

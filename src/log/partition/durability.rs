@@ -123,15 +123,24 @@ impl Log {
         checkpoint::sync_dir(&dir).map_err(|e| LogError::io(&dir, e))
     }
 
-    /// Clean shutdown: sync everything and record that everything is recovered.
+    /// Clean shutdown: sync everything and record that everything is recovered, the
+    /// active segment included (its indexes too), so that the next start need not scan it.
     pub fn close(&mut self) -> Result<(), LogError> {
         let mut target = self.sync_target();
         target.dir = Some(self.dir.clone());
         target.recovery_point = Some(target.point.segment_base);
         match target.run() {
             Ok(()) => {
-                self.complete_sync(&target);
-                Ok(())
+                if !self.complete_sync(&target) || self.fenced.is_some() {
+                    return Ok(());
+                }
+                let active = self.active();
+                let base = active.base_offset;
+                for file in active.all_files() {
+                    file.sync_data().map_err(|e| LogError::io(&self.dir, e))?;
+                }
+                checkpoint::write(&self.dir, checkpoint::CLEAN_SHUTDOWN, base)
+                    .map_err(|e| LogError::io(&self.dir, e))
             }
             Err(e) => {
                 self.fail_sync(&e.to_string());
