@@ -32,36 +32,17 @@ impl DamagedAt {
 }
 
 /// Checks the batch at `position` (header, length within `end`, CRC). `Ok(Err(reason))`
-/// for a damaged batch; `Err` only for I/O errors.
+/// for a damaged batch; `Err` only for I/O errors. Reads exactly the batch: for one
+/// position at a time (the scrub, the search for the next intact batch).
 pub fn check_batch_at(
     file: &File,
     position: u64,
     end: u64,
 ) -> io::Result<Result<BatchHeader, String>> {
-    if end.saturating_sub(position) < HEADER_LEN as u64 {
-        return Ok(Err(format!(
-            "{} bytes left, a batch header needs {HEADER_LEN}",
-            end.saturating_sub(position)
-        )));
-    }
-    let mut header = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut header, position)?;
-    let parsed = match BatchHeader::parse(&header) {
-        Ok(h) => h,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    let len = parsed.total_len() as u64;
-    if position + len > end {
-        return Ok(Err(format!(
-            "batch of {len} bytes runs past the segment end"
-        )));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, position)?;
-    Ok(batch::validate(&bytes).map_err(|e| e.to_string()))
+    SequentialChecker::with_read_ahead(file, end, 0).check_at(position)
 }
 
-/// [`check_batch_at`] for a walk through a segment from front to back, reading ahead in
+/// The batch checks for a walk through a segment from front to back, reading ahead in
 /// large chunks: recovery scans a whole active segment at every start, and two positioned
 /// reads (and a zeroed allocation) per batch made that scan mostly system calls.
 pub struct SequentialChecker<'a> {
@@ -70,18 +51,25 @@ pub struct SequentialChecker<'a> {
     /// Bytes of the file from `start`.
     buf: Vec<u8>,
     start: u64,
+    /// How much to read at once (more when one batch is larger).
+    read_ahead: usize,
 }
 
-/// How much a [`SequentialChecker`] reads at once (more when one batch is larger).
+/// How much a [`SequentialChecker`] made by `new` reads at once.
 const READ_AHEAD: usize = 1 << 20;
 
 impl<'a> SequentialChecker<'a> {
     pub fn new(file: &'a File, end: u64) -> SequentialChecker<'a> {
+        Self::with_read_ahead(file, end, READ_AHEAD)
+    }
+
+    fn with_read_ahead(file: &'a File, end: u64, read_ahead: usize) -> SequentialChecker<'a> {
         SequentialChecker {
             file,
             end,
             buf: Vec::new(),
             start: 0,
+            read_ahead,
         }
     }
 
@@ -90,7 +78,7 @@ impl<'a> SequentialChecker<'a> {
         let buffered_end = self.start + self.buf.len() as u64;
         if position < self.start || position + len as u64 > buffered_end {
             let want = len
-                .max(READ_AHEAD)
+                .max(self.read_ahead)
                 .min((self.end - position) as usize)
                 .max(len);
             self.buf.clear();
@@ -102,7 +90,7 @@ impl<'a> SequentialChecker<'a> {
         Ok(&self.buf[from..from + len])
     }
 
-    /// The same checks, with the same answers, as [`check_batch_at`].
+    /// The batch at `position`: header, length within the end, CRC.
     pub fn check_at(&mut self, position: u64) -> io::Result<Result<BatchHeader, String>> {
         let left = self.end.saturating_sub(position);
         if left < HEADER_LEN as u64 {
@@ -195,18 +183,25 @@ mod tests {
     use crate::log::batch::tests::make_batch;
     use std::io::Write;
 
+    /// Batches of `records` records each, one per payload, back to back with consecutive
+    /// offsets; and where each starts.
+    fn batches(records: usize, payloads: impl Iterator<Item = Vec<u8>>) -> (Vec<u8>, Vec<u64>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for (i, payload) in payloads.enumerate() {
+            let mut b = make_batch(records, &payload);
+            batch::set_base_offset(&mut b, (i * records) as i64);
+            starts.push(bytes.len() as u64);
+            bytes.extend_from_slice(&b);
+        }
+        (bytes, starts)
+    }
+
     #[test]
     fn a_flipped_byte_is_found_and_the_walk_resumes_at_the_next_batch() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seg");
-        let mut bytes = Vec::new();
-        let mut starts = Vec::new();
-        for i in 0..5i64 {
-            let mut b = make_batch(3, b"value");
-            batch::set_base_offset(&mut b, i * 3);
-            starts.push(bytes.len() as u64);
-            bytes.extend_from_slice(&b);
-        }
+        let (mut bytes, starts) = batches(3, (0..5).map(|_| b"value".to_vec()));
         let end = bytes.len() as u64;
         bytes[starts[2] as usize + 70] ^= 0xff; // inside batch 2's records
         bytes[starts[3] as usize + 9] ^= 0x7f; // batch 3's length
@@ -232,23 +227,21 @@ mod tests {
     }
 
     #[test]
+    /// Reading ahead across batch boundaries gives the answers of reading each batch alone.
     fn the_sequential_checker_answers_as_check_batch_at() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seg");
-        let mut bytes = Vec::new();
-        let mut starts = Vec::new();
         // Small batches across read-ahead boundaries, and batches larger than one read.
-        for i in 0..400i64 {
-            let payload = if i % 97 == 5 {
-                vec![b'x'; READ_AHEAD + 3000]
-            } else {
-                vec![b'v'; 3000 + (i as usize * 37) % 5000]
-            };
-            let mut b = make_batch(2, &payload);
-            batch::set_base_offset(&mut b, i * 2);
-            starts.push(bytes.len() as u64);
-            bytes.extend_from_slice(&b);
-        }
+        let (mut bytes, starts) = batches(
+            2,
+            (0..400usize).map(|i| {
+                if i % 97 == 5 {
+                    vec![b'x'; READ_AHEAD + 3000]
+                } else {
+                    vec![b'v'; 3000 + (i * 37) % 5000]
+                }
+            }),
+        );
         let damaged = [starts[10] as usize + 70, starts[200] as usize + 9];
         for at in damaged {
             bytes[at] ^= 0x5a;

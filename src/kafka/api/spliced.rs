@@ -105,11 +105,7 @@ pub fn encode_spliced<T: Encodable>(message: &T, version: i16, mut payloads: Vec
     let size = message
         .compute_size(version)
         .map_err(|e| format!("cannot size response: {e:#}"))?;
-    let spliced: usize = payloads
-        .iter()
-        .filter(|p| p.len() >= SPLICE_MIN_BYTES)
-        .map(Bytes::len)
-        .sum();
+    let spliced: usize = payloads.iter().map(Bytes::len).sum();
     let mut buf = SplicingBuf {
         current: BytesMut::with_capacity(size.saturating_sub(spliced)),
         parts: Vec::with_capacity(2 * payloads.len() + 1),
