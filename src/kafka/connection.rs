@@ -81,7 +81,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
-    let span = tracing::info_span!("kafka_connection", %peer, listener = %listener.name);
+    // A debug-level span: entering a span costs on every poll of the connection's tasks
+    // (three per produce), so at the default level there is none, and the connection's
+    // own warnings name the peer and listener themselves.
+    let span = tracing::debug_span!("kafka_connection", %peer, listener = %listener.name);
     async move {
         broker.metrics.connections.inc();
         match listener.acceptor() {
@@ -105,17 +108,19 @@ pub async fn serve(
                             }
                             Err(why) => {
                                 broker.metrics.auth_failures.inc();
-                                warn!(reason = %why, "client certificate refused");
+                                warn!(%peer, listener = %listener.name, reason = %why,
+                                    "client certificate refused");
                             }
                         }
                     }
                     Ok(Err(e)) => {
                         broker.metrics.bad_requests.inc();
-                        info!(error = %e, "TLS handshake failed");
+                        info!(%peer, listener = %listener.name, error = %e,
+                            "TLS handshake failed");
                     }
                     Err(_) => {
                         broker.metrics.bad_requests.inc();
-                        info!("TLS handshake timed out");
+                        info!(%peer, listener = %listener.name, "TLS handshake timed out");
                     }
                 }
             }
@@ -164,7 +169,7 @@ pub(crate) async fn serve_stream<R, W>(
     {
         let (tx, rx) = mpsc::channel(broker.config.kafka.max_in_flight_requests);
         let writer_task = tokio::spawn(
-            write_responses(writer, rx, Arc::clone(&broker.metrics)).in_current_span(),
+            write_responses(writer, rx, Arc::clone(&broker.metrics), peer).in_current_span(),
         );
         let outcome = read_requests(
             broker,
@@ -180,7 +185,7 @@ pub(crate) async fn serve_stream<R, W>(
             Ok(()) | Err(None) => debug!("client closed the connection"),
             Err(Some(why)) => {
                 broker.metrics.bad_requests.inc();
-                warn!(reason = %why, "closing connection");
+                warn!(%peer, listener = %listener.name, reason = %why, "closing connection");
             }
         }
         // In-flight requests still get their responses (graceful shutdown included).
@@ -249,10 +254,16 @@ async fn read_requests<R: AsyncRead + Unpin>(
             peer.ip(),
         ))
     });
+    // Made once, not per request: a new `cancelled()` registers with the token (and
+    // unregisters when dropped) each time, a cost every request paid.
+    let shutdown = shutdown.cancelled();
+    tokio::pin!(shutdown);
     // A SASL connection that has not logged in by then is closed: idle floods of
     // unauthenticated connections do not hold slots.
-    let login_deadline = tokio::time::Instant::now()
-        + std::time::Duration::from_millis(broker.config.kafka.sasl_login_timeout_ms);
+    let login_timer = tokio::time::sleep(std::time::Duration::from_millis(
+        broker.config.kafka.sasl_login_timeout_ms,
+    ));
+    tokio::pin!(login_timer);
     loop {
         let max = if sasl.authenticated() {
             broker.config.kafka.max_request_bytes
@@ -264,9 +275,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 .min(UNAUTHENTICATED_MAX_FRAME)
         };
         let frame = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = &mut shutdown => return Ok(()),
             frame = read_frame(&mut reader, max) => frame.map_err(|e| Some(e.to_string()))?,
-            _ = tokio::time::sleep_until(login_deadline), if !sasl.authenticated() => {
+            _ = &mut login_timer, if !sasl.authenticated() => {
                 broker.metrics.auth_failures.inc();
                 return Err(Some("no SASL login within kafka.sasl_login_timeout_ms".to_string()));
             }
@@ -353,7 +364,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     continue;
                 };
                 broker.metrics.auth_failures.inc();
-                warn!(reason = %why, "authentication failed");
+                warn!(%peer, listener = %listener.name, reason = %why, "authentication failed");
                 let task = tokio::spawn(async move {
                     tokio::time::sleep(FAILED_AUTH_DELAY).await;
                     body
@@ -386,11 +397,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             listener: Arc::clone(listener),
             session,
             fetch_queue: Arc::clone(&fetch_queue),
-            client_id: header
-                .client_id
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
+            client_id: header.client_id.unwrap_or_default(),
             peer,
         };
         let reply = api::dispatch(broker, &context, api, version, &mut frame)
@@ -450,6 +457,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
     writer: W,
     mut rx: mpsc::Receiver<Outgoing>,
     metrics: Arc<crate::metrics::Metrics>,
+    peer: SocketAddr,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(outgoing) = rx.recv().await {
@@ -489,7 +497,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
         let body = match body {
             Ok(body) => body,
             Err(why) => {
-                warn!(reason = %why, "cannot answer a request; closing the connection");
+                warn!(%peer, reason = %why, "cannot answer a request; closing the connection");
                 return;
             }
         };
@@ -517,7 +525,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
         // The response left tern's memory budget (it sits in the socket buffer now).
         drop(hold);
         if let Err(e) = written {
-            info!(error = %e, "client went away before its response was written");
+            info!(%peer, error = %e, "client went away before its response was written");
             return;
         }
     }

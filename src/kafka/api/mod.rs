@@ -94,7 +94,8 @@ pub struct RequestContext {
     pub listener: Arc<crate::kafka::listener::Listener>,
     /// Who the client is (principal and address), for the ACLs.
     pub session: Arc<crate::acls::Session>,
-    pub client_id: String,
+    /// A slice of the request (no copy per request).
+    pub client_id: kafka_protocol::protocol::StrBytes,
     pub peer: std::net::SocketAddr,
     /// One Fetch response of this connection is prepared or queued at a time: a client
     /// that pipelines fetches without reading the answers holds one response, not sixteen.
@@ -392,7 +393,7 @@ fn handle(
             access,
             decode(api, version, body)?,
             version,
-            context.client_id.clone(),
+            context.client_id.to_string(),
             format!("/{}", context.peer.ip()),
         ),
         ApiKey::SyncGroup => sync_group::handle(access, decode(api, version, body)?, version),
