@@ -83,7 +83,8 @@ pub async fn serve(
 ) {
     // A debug-level span: entering a span costs on every poll of the connection's tasks
     // (three per produce), so at the default level there is none, and the connection's
-    // own warnings name the peer and listener themselves.
+    // own warnings name the peer and listener themselves, after their usual fields (log
+    // lines keep the prefix users and tests match on).
     let span = tracing::debug_span!("kafka_connection", %peer, listener = %listener.name);
     async move {
         broker.metrics.connections.inc();
@@ -108,14 +109,14 @@ pub async fn serve(
                             }
                             Err(why) => {
                                 broker.metrics.auth_failures.inc();
-                                warn!(%peer, listener = %listener.name, reason = %why,
+                                warn!(reason = %why, %peer, listener = %listener.name,
                                     "client certificate refused");
                             }
                         }
                     }
                     Ok(Err(e)) => {
                         broker.metrics.bad_requests.inc();
-                        info!(%peer, listener = %listener.name, error = %e,
+                        info!(error = %e, %peer, listener = %listener.name,
                             "TLS handshake failed");
                     }
                     Err(_) => {
@@ -185,7 +186,7 @@ pub(crate) async fn serve_stream<R, W>(
             Ok(()) | Err(None) => debug!("client closed the connection"),
             Err(Some(why)) => {
                 broker.metrics.bad_requests.inc();
-                warn!(%peer, listener = %listener.name, reason = %why, "closing connection");
+                warn!(reason = %why, %peer, listener = %listener.name, "closing connection");
             }
         }
         // In-flight requests still get their responses (graceful shutdown included).
@@ -364,7 +365,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     continue;
                 };
                 broker.metrics.auth_failures.inc();
-                warn!(%peer, listener = %listener.name, reason = %why, "authentication failed");
+                warn!(reason = %why, %peer, listener = %listener.name, "authentication failed");
                 let task = tokio::spawn(async move {
                     tokio::time::sleep(FAILED_AUTH_DELAY).await;
                     body
@@ -497,7 +498,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
         let body = match body {
             Ok(body) => body,
             Err(why) => {
-                warn!(%peer, reason = %why, "cannot answer a request; closing the connection");
+                warn!(reason = %why, %peer, "cannot answer a request; closing the connection");
                 return;
             }
         };
@@ -525,7 +526,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
         // The response left tern's memory budget (it sits in the socket buffer now).
         drop(hold);
         if let Err(e) = written {
-            info!(%peer, error = %e, "client went away before its response was written");
+            info!(error = %e, %peer, "client went away before its response was written");
             return;
         }
     }
