@@ -133,7 +133,9 @@ thread_local! {
     /// (a 64 KiB block in, its worst case out, a 16 KiB hash table) — for a one-record
     /// batch a hundred times the bytes it compresses. A finished encoder starts its next
     /// frame from a clean state (`FrameEncoder` resets when a frame follows another), so
-    /// the output is what a new encoder writes.
+    /// the output is what a new encoder writes. What it holds stays with the thread: the
+    /// async workers (a fixed few) and blocking threads, which tokio ends after 10 s idle —
+    /// at most what the same compressions in flight allocated anyway.
     static LZ4_ENCODER: std::cell::RefCell<Option<Lz4Encoder>> =
         const { std::cell::RefCell::new(None) };
 }
