@@ -37,11 +37,12 @@ impl MirrorNamespaces {
 
     /// True when `topic` lies in a mirrored edge's namespace.
     pub fn owns(&self, topic: &str) -> bool {
+        // One pass, no key built: this runs on every produce.
         let prefixes = self.prefixes.read().unwrap_or_else(|p| p.into_inner());
-        prefixes.contains(&format!("={topic}"))
-            || prefixes
-                .iter()
-                .any(|p| !p.starts_with('=') && topic.starts_with(p.as_str()))
+        prefixes.iter().any(|p| match p.strip_prefix('=') {
+            Some(exact) => exact == topic,
+            None => topic.starts_with(p.as_str()),
+        })
     }
 
     /// Records one topic durably (once).

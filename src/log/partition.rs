@@ -482,7 +482,6 @@ impl Log {
     ) -> Result<(), LogError> {
         self.maybe_roll(buffer.len() as u64, now_ms)?;
         let index_interval = self.config.index_interval_bytes;
-        let dir = self.dir.clone();
         let active = self.active_mut();
         let position = active.size();
         let prior_next = active.next_offset();
@@ -492,14 +491,15 @@ impl Log {
                 active.index_appended(header, position + *start as u64, index_interval)?;
             }
             Ok::<(), std::io::Error>(())
-        })();
-        if let Err(e) = write {
-            // Nothing partial stays: cut the file and its indexes back to where we started.
-            if let Err(cut) = active.truncate_to(position, prior_next) {
-                error!(dir = %dir.display(), error = %cut, "could not cut back a failed append");
+        })()
+        // Nothing partial stays: cut the file and its indexes back to where we started.
+        .map_err(|e| (e, active.truncate_to(position, prior_next).err()));
+        if let Err((e, cut)) = write {
+            if let Some(cut) = cut {
+                error!(dir = %self.dir.display(), error = %cut, "could not cut back a failed append");
                 self.fence(format!("a failed append could not be cut back: {cut}"));
             }
-            return Err(LogError::io(&dir, e));
+            return Err(LogError::io(&self.dir, e));
         }
         for (_, header) in stamped {
             self.producers.record(header);

@@ -57,18 +57,18 @@ pub fn handle(access: &Access, request: ProduceRequest, version: i16) -> Reply {
     };
     let now = log::now_ms();
     for (t, topic_data) in request.topic_data.iter().enumerate() {
-        let name = topic_data.name.0.to_string();
-        let denied = reject_all.is_none() && !access.topic(Operation::Write, &name);
+        let name: &str = &topic_data.name.0;
+        let denied = reject_all.is_none() && !access.topic(Operation::Write, name);
         let topic = if reject_all.is_some() || denied {
             Ok(None)
-        } else if crate::topics::is_internal(&name) {
+        } else if crate::topics::is_internal(name) {
             Err(crate::topics::TopicError::InvalidName(format!(
                 "{name} is an internal topic: clients may read it, only tern writes it"
             )))
-        } else if broker.mirror_namespaces.owns(&name) {
-            Err(crate::topics::TopicError::Mirrored(name.clone()))
+        } else if broker.mirror_namespaces.owns(name) {
+            Err(crate::topics::TopicError::Mirrored(name.to_string()))
         } else {
-            access.topic_or_auto_create(&name)
+            access.topic_or_auto_create(name)
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for (p, data) in topic_data.partition_data.iter().enumerate() {
@@ -99,7 +99,7 @@ pub fn handle(access: &Access, request: ProduceRequest, version: i16) -> Reply {
                             // One replica can never satisfy min.insync.replicas > 1.
                             Err(crate::log::LogError::NotEnoughReplicas(min_isr))
                         } else {
-                            broker.append(&name, &log, records, now)
+                            broker.append(name, &log, records, now)
                         };
                         match appended {
                             Ok(appended) => {
