@@ -1,7 +1,9 @@
 """One consumer-group member as its own process (so a test can kill -9 it): consumes a
 topic with librdkafka, commits after processing, and appends to a file one line per
 record processed, "D partition offset time", and one per partition whose commit the
-broker acknowledged, "C partition committed-offset time".
+broker acknowledged, "C partition committed-offset time". Paced at MAX_RATE records/s, so
+that a test can act while the members are mid-way on any machine (unpaced, three members
+could read a whole test topic before a loaded CI machine got round to the kill).
 
     python3 group_member.py BOOTSTRAP GROUP TOPIC OUTFILE ASSIGNOR [INSTANCE_ID]
 """
@@ -11,6 +13,8 @@ import sys
 import time
 
 from confluent_kafka import Consumer
+
+MAX_RATE = 20_000
 
 
 def main():
@@ -36,6 +40,7 @@ def main():
             msgs = consumer.consume(500, timeout=0.2)
             if not msgs:
                 continue
+            time.sleep(len(msgs) / MAX_RATE)
             for m in msgs:
                 if m.error():
                     print(f"consumer error: {m.error()}", file=sys.stderr)
