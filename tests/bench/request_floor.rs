@@ -11,7 +11,8 @@
 //!   cargo bench --bench request_floor -- --requests 600000 --connections 500
 //!
 //! The server runs in a child process (this executable with `--serve`), so its CPU time
-//! is read from `/proc/<pid>` apart from the client's, by `tern bench`'s own probe. Figures are in docs/BENCHMARKS.md ("The floor").
+//! is read from `/proc/<pid>` apart from the client's, by `tern bench`'s own probe.
+//! Figures are in docs/BENCHMARKS.md ("The floor").
 
 use std::error::Error;
 use std::process::{Child, Command, Stdio};
@@ -52,16 +53,19 @@ fn options() -> Result<Options> {
         };
         match arg.as_str() {
             "--serve" => options.serve = true,
-            "--tasks" => options.tasks = value("--tasks")? as u32,
+            "--tasks" => {
+                options.tasks = match value("--tasks")? {
+                    1 => 1,
+                    2 => 2,
+                    _ => return Err("--tasks is 1 or 2".into()),
+                }
+            }
             "--connections" => options.connections = value("--connections")?.max(1),
             "--requests" => options.requests = value("--requests")?,
             // `cargo bench` passes --bench to harness-less benches.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
-    }
-    if !(1..=2).contains(&options.tasks) {
-        return Err("--tasks is 1 or 2".into());
     }
     Ok(options)
 }
