@@ -162,30 +162,10 @@ fn run_client<F: std::future::Future<Output = Result<(), tern::client::ClientErr
 }
 
 fn main() {
-    tune_malloc();
+    tern::alloc::tune_for_a_gateway();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// glibc tuning for a gateway. Every thread that allocates concurrently gets its own arena,
-/// each reserving 64 MiB of address space: memory (fragmentation) and address space (a
-/// 32-bit Pi, systemd's `LimitAS`) for nothing, so two arenas serve tern's few threads.
-/// And blocks of 1 MiB and more (request frames, fetch responses) are always mapped on
-/// their own and returned to the system when freed, instead of glibc raising that limit
-/// after each big free and keeping such blocks in its heap. Setting that limit also fixes
-/// the trim threshold at its 128 KiB default, so glibc gave memory back (`brk`, `madvise`)
-/// after nearly every group commit under load, each time interrupting the other CPUs to
-/// flush their TLBs (with 1,000 unbatched producers: 38 → 20–28 µs of CPU per request once
-/// up to 4 MiB free at the top of a heap are kept; docs/BENCHMARKS.md).
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before any thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
     }
 }
 
