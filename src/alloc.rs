@@ -63,23 +63,30 @@ pub fn tune_for_a_gateway() {
     }
 }
 
-/// The small-block allocator, tuned before its first use.
+/// The small-block allocator is tuned before its first allocation.
 ///
 /// mimalloc reserves address space for its arenas 1 GiB at a time by default. Under an
 /// address-space limit that reservation fails or crowds out the large blocks (a 400 MB
 /// `LimitAS` could not take an 80 MiB Produce any more); 64 MiB at a time is plenty for
 /// tern's small blocks, and later arenas grow as mimalloc needs them. The first arena is
-/// reserved by an allocation made before `main` runs, hence the check here.
+/// reserved by an allocation made before `main` runs, hence the check on each allocation
+/// (one relaxed load; the tuning itself is out of line).
 #[inline]
-fn small_blocks() -> &'static dyn GlobalAlloc {
+fn tune_small_blocks_once() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if !SMALL_BLOCKS_TUNED.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: mi_option_set only changes a setting; the first allocation happens
-        // before any second thread exists, and setting it twice is harmless.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_RESERVE, MI_ARENA_RESERVE_KIB) };
-        SMALL_BLOCKS_TUNED.store(true, std::sync::atomic::Ordering::Relaxed);
+        tune_small_blocks();
     }
-    &SmallBlocks
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cold]
+#[inline(never)]
+fn tune_small_blocks() {
+    // SAFETY: mi_option_set only changes a setting; the first allocation happens before
+    // any second thread exists, and setting it twice is harmless.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_RESERVE, MI_ARENA_RESERVE_KIB) };
+    SMALL_BLOCKS_TUNED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -168,77 +175,100 @@ unsafe fn map_lazily(size: usize) -> *mut u8 {
     ptr.cast()
 }
 
-/// The allocator of a block that is not lazily mapped, chosen by its size alone: `dealloc`
-/// and `realloc` are given the size the block was allocated with, so both sides agree.
-#[inline]
-fn heap_for(size: usize) -> &'static dyn GlobalAlloc {
-    if size < LARGE_BLOCK {
-        small_blocks()
-    } else {
-        &System
-    }
+fn is_small(size: usize) -> bool {
+    size < LARGE_BLOCK
 }
 
-/// `realloc` between two heap blocks, possibly of different allocators.
-///
-/// # Safety
-/// As `GlobalAlloc::realloc`; `ptr` is not lazily mapped.
-unsafe fn heap_realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-    let (old_heap, new_heap) = (heap_for(layout.size()), heap_for(new_size));
-    // Compared by size class, not by address: both allocators are zero-sized.
-    if (layout.size() < LARGE_BLOCK) == (new_size < LARGE_BLOCK) {
-        return old_heap.realloc(ptr, layout, new_size);
+impl TernAllocator {
+    /// Blocks of 64 KiB and more: lazily mapped while decoding, glibc's otherwise. Kept out
+    /// of line so that every allocation site inlines only the small-block path.
+    #[inline(never)]
+    unsafe fn alloc_larger(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        if wants_lazy(&layout) {
+            // Fresh anonymous mappings are zero-filled.
+            map_lazily(layout.size())
+        } else if zeroed {
+            System.alloc_zeroed(layout)
+        } else {
+            System.alloc(layout)
+        }
     }
-    // Crossing the line between the two: at most 64 KiB is copied.
-    let new_ptr = new_heap.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
-    if !new_ptr.is_null() {
-        std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
-        old_heap.dealloc(ptr, layout);
+
+    #[inline(never)]
+    unsafe fn dealloc_larger(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() >= LAZY_THRESHOLD && registry::remove(ptr as usize) {
+            libc::munmap(ptr.cast(), layout.size());
+        } else {
+            System.dealloc(ptr, layout);
+        }
     }
-    new_ptr
+
+    /// `realloc` of a block that is not lazily mapped into one that is not either, each
+    /// with the allocator of its size.
+    unsafe fn realloc_heap(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        match (is_small(layout.size()), is_small(new_size)) {
+            (true, true) => SmallBlocks.realloc(ptr, layout, new_size),
+            (false, false) => System.realloc(ptr, layout, new_size),
+            _ => {
+                // Crossing the line between the two: at most 64 KiB is copied.
+                let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+                let new_ptr = self.alloc(new_layout);
+                if !new_ptr.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                new_ptr
+            }
+        }
+    }
 }
 
 // SAFETY: a pointer is released by `munmap` exactly when it was registered by
 // `map_lazily` (same size: the layout passed to `dealloc` is the one of `alloc`), and
-// otherwise by the allocator `heap_for` picks from that same size.
+// otherwise by the allocator that its size selects, the same at allocation and release.
 unsafe impl GlobalAlloc for TernAllocator {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if wants_lazy(&layout) {
-            map_lazily(layout.size())
+        if is_small(layout.size()) {
+            tune_small_blocks_once();
+            SmallBlocks.alloc(layout)
         } else {
-            heap_for(layout.size()).alloc(layout)
+            self.alloc_larger(layout, false)
         }
     }
 
+    #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if wants_lazy(&layout) {
-            // Fresh anonymous mappings are zero-filled.
-            map_lazily(layout.size())
+        if is_small(layout.size()) {
+            tune_small_blocks_once();
+            SmallBlocks.alloc_zeroed(layout)
         } else {
-            heap_for(layout.size()).alloc_zeroed(layout)
+            self.alloc_larger(layout, true)
         }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() >= LAZY_THRESHOLD && registry::remove(ptr as usize) {
-            libc::munmap(ptr.cast(), layout.size());
+        if is_small(layout.size()) {
+            SmallBlocks.dealloc(ptr, layout);
         } else {
-            heap_for(layout.size()).dealloc(ptr, layout);
+            self.dealloc_larger(ptr, layout);
         }
     }
 
+    #[inline(never)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let mapped = layout.size() >= LAZY_THRESHOLD && registry::remove(ptr as usize);
         if !mapped {
             let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
             if !wants_lazy(&new_layout) {
-                return heap_realloc(ptr, layout, new_size);
+                return self.realloc_heap(ptr, layout, new_size);
             }
             // A decoder growing a vector past the threshold: move it to a lazy mapping.
             let new_ptr = map_lazily(new_size);
             if !new_ptr.is_null() {
                 std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
-                heap_for(layout.size()).dealloc(ptr, layout);
+                self.dealloc(ptr, layout);
             }
             return new_ptr;
         }
