@@ -9,7 +9,8 @@
 //!   its allocation functions 9.5 %. mimalloc hands such blocks back through per-thread
 //!   lists without a lock: 2 – 5 µs less CPU per request (docs/BENCHMARKS.md, "A
 //!   small-block allocator"). musl builds keep the system allocator: their C code is
-//!   compiled by the GNU cross gcc, without musl's headers.
+//!   compiled by the GNU cross gcc, without musl's headers. So do fuzzing builds
+//!   (`cfg(fuzzing)`, set by cargo-fuzz), so that AddressSanitizer sees every block.
 //! - **Larger blocks** (batched requests, fetch responses, read buffers) stay with the
 //!   system allocator. Given to mimalloc, they cost batched produce CPU and six concurrent
 //!   consumers 50 % more peak RSS; there are few of them per request, so the arena lock is
@@ -30,9 +31,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
 use mimalloc::MiMalloc as SmallBlocks;
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(fuzzing))))]
 use std::alloc::System as SmallBlocks;
 
 /// Blocks at least this large come from the system allocator.
@@ -74,13 +75,13 @@ pub fn tune_for_a_gateway() {
 /// (one relaxed load; the tuning itself is out of line).
 #[inline]
 fn tune_small_blocks_once() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
     if !SMALL_BLOCKS_TUNED.load(std::sync::atomic::Ordering::Relaxed) {
         tune_small_blocks();
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
 #[cold]
 #[inline(never)]
 fn tune_small_blocks() {
@@ -90,15 +91,15 @@ fn tune_small_blocks() {
     SMALL_BLOCKS_TUNED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
 static SMALL_BLOCKS_TUNED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// `mi_option_arena_reserve` in the mimalloc this crate builds (v3; libmimalloc-sys has no
 /// constant for it). The unit test below checks the index still names that option.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
 const MI_OPTION_ARENA_RESERVE: libmimalloc_sys::mi_option_t = 23;
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
 const MI_ARENA_RESERVE_KIB: libc::c_long = 64 * 1024;
 
 thread_local! {
@@ -327,7 +328,7 @@ mod tests {
 
     /// The first allocation sets the arena reservation, and the hard-coded index is that
     /// option's: its neighbours in mimalloc's list keep their own defaults.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
     #[test]
     fn the_arena_reserve_option_is_set_before_the_first_arena() {
         drop(vec![0u8; 100]);
