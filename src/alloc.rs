@@ -327,23 +327,30 @@ mod tests {
     }
 
     /// The first allocation sets the arena reservation, and the hard-coded index is that
-    /// option's: its neighbours in mimalloc's list keep their own defaults.
+    /// option's: mimalloc's default reservation (1 GiB on 64-bit, 128 MiB on 32-bit, in
+    /// KiB) is left in none of its options. With a wrong index the real option would still
+    /// hold it, and another option would hold 64 Ki.
     #[cfg(all(target_os = "linux", target_env = "gnu", not(fuzzing)))]
     #[test]
     fn the_arena_reserve_option_is_set_before_the_first_arena() {
         drop(vec![0u8; 100]);
-        // SAFETY: reading an option has no preconditions.
-        let reserve = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_RESERVE) };
-        assert_eq!(reserve, MI_ARENA_RESERVE_KIB);
-        // The neighbours keep their defaults: the index is not off by one.
-        // SAFETY: as above.
-        let (before, after) = unsafe {
-            (
-                libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_RESERVE - 1),
-                libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_RESERVE + 1),
-            )
+        let default_kib: libc::c_long = if cfg!(target_pointer_width = "64") {
+            1 << 20
+        } else {
+            128 << 10
         };
-        assert_eq!((before, after), (0, 1), "destroy_on_exit, arena_purge_mult");
+        // SAFETY: reading an option in mimalloc's range has no preconditions.
+        let options: Vec<libc::c_long> = (0..libmimalloc_sys::_mi_option_last)
+            .map(|option| unsafe { libmimalloc_sys::mi_option_get(option) })
+            .collect();
+        assert_eq!(
+            options[MI_OPTION_ARENA_RESERVE as usize],
+            MI_ARENA_RESERVE_KIB
+        );
+        assert!(
+            !options.contains(&default_kib),
+            "an option still holds the default reservation: {options:?}"
+        );
     }
 
     #[test]
